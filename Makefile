@@ -1,0 +1,42 @@
+# The two commands that matter: `make demo` and `make test`. Both create .venv and install
+# what they need (torch pinned to the CPU build 2.13.0 through constraints.txt).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip install -q -c constraints.txt
+DEMO_RUN := runs/demo
+DEMO_ARGS := --data mnist --out $(DEMO_RUN) --preset tiny --steps 800 --batch-size 64 --lr 2e-3 --ema-decay 0.995 --ckpt-every 200
+
+.PHONY: demo test lint bench clean
+
+$(VENV)/.base:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(PIP) torch==2.13.0
+	touch $@
+
+$(VENV)/.demo: $(VENV)/.base pyproject.toml constraints.txt
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.demo
+	$(PIP) -e ".[test]"
+	touch $@
+
+# Fetch MNIST (offline-capable), train the tiny U-Net for a few minutes, sample a grid.
+demo: $(VENV)/.demo
+	$(BIN)/tinydiff fetch mnist
+	$(BIN)/tinydiff train $(DEMO_ARGS) $$(test -e $(DEMO_RUN)/latest && echo --resume)
+	$(BIN)/tinydiff sample --ckpt $(DEMO_RUN) --sampler ddim --steps 50 --n 64 --out $(DEMO_RUN)/grid.png
+
+test: $(VENV)/.test
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check src tests benchmarks
+
+bench: $(VENV)/.test
+	$(BIN)/python benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) runs

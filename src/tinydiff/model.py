@@ -1,0 +1,53 @@
+"""A trained diffusion model: network + noise schedule + prediction kind, ready to sample."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import TinydiffError
+from .nets import build_net
+from .objectives import Denoiser, as_denoiser
+from .schedule import NoiseSchedule
+from .training.checkpoint import load_weights, read_config, resolve_checkpoint
+
+
+@dataclass
+class DiffusionModel:
+    net: nn.Module
+    schedule: NoiseSchedule
+    prediction: str
+    config: dict
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.config["net"]["image_shape"])
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.config["net"].get("num_classes")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def denoiser(self, y: torch.Tensor | None = None) -> Denoiser:
+        """``denoise(x_t, t) -> (eps, x0)`` for the samplers."""
+        return as_denoiser(self.net, self.schedule, self.prediction, y)
+
+
+def load(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> DiffusionModel:
+    """Load a checkpoint (or a run directory's newest one) in eval mode; EMA weights by default."""
+    ckpt = resolve_checkpoint(path)
+    config = read_config(ckpt)
+    try:
+        net = build_net(config["net"])
+        schedule = NoiseSchedule.create(config["schedule"]["name"], config["schedule"]["timesteps"])
+        prediction = config["prediction"]
+    except (KeyError, TypeError, ValueError) as err:
+        raise TinydiffError(f"checkpoint {ckpt}: config.json does not describe a model ({err})") from None
+    load_weights(ckpt, "ema.safetensors" if ema else "model.safetensors", net)
+    return DiffusionModel(net.to(device).eval(), schedule, prediction, config)

@@ -1,0 +1,170 @@
+"""The denoising U-Net (DDPM, Ho et al. 2020, Appendix B; with ADM's adaptive GroupNorm,
+Dhariwal & Nichol 2021, Sec. 3).
+
+Structure: a 3x3 stem; per resolution level ``blocks_per_level`` residual blocks (optionally
+followed by self-attention) and a stride-2 downsample; a middle of ResBlock-Attention-ResBlock
+at the lowest resolution; the mirrored up path, each block taking the matching skip by
+concatenation; GroupNorm-SiLU-conv out. The time (and class) embedding modulates every
+ResBlock through adaptive GroupNorm: norm(h) * (1 + scale) + shift.
+Any input size works (28x28 needs no padding): upsampling goes back to the skip's exact size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .embeddings import TimeEmbedding
+
+# Presets, chosen by compute per 28x28 image (see benchmarks/train_throughput.py and
+# docs/RESULTS.md for their parameter counts, GFLOPs and training images/s).
+PRESETS = {
+    "tiny": dict(channels=32, channel_mults=(1, 2, 2), blocks_per_level=1),
+    "small": dict(channels=64, channel_mults=(1, 2, 2), blocks_per_level=1),
+    "medium": dict(channels=64, channel_mults=(1, 2, 2), blocks_per_level=2),
+    "base": dict(channels=128, channel_mults=(1, 2, 2), blocks_per_level=2),
+}
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 32 groups of at least 4 channels each."""
+    groups = max(1, min(32, channels // 4))
+    while channels % groups:
+        groups -= 1
+    return nn.GroupNorm(groups, channels)
+
+
+def zero_init(module: nn.Module) -> nn.Module:
+    """Zero the last layer of a residual branch so every block starts as the identity."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = group_norm(in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * out_ch)
+        self.norm2 = group_norm(out_ch)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift  # adaptive GroupNorm (ADM, Sec. 3)
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the H*W positions, residual."""
+
+    def __init__(self, channels: int, heads: int = 4):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"{channels} channels do not split into {heads} heads")
+        self.heads = heads
+        self.norm = group_norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = zero_init(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w)
+        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each [B, heads, HW, C/heads]
+        out = F.scaled_dot_product_attention(q, k, v)
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+
+
+class Block(nn.Module):
+    """A ResBlock, followed by self-attention at the chosen levels."""
+
+    def __init__(self, in_ch, out_ch, emb_dim, attention: bool, heads: int, dropout: float):
+        super().__init__()
+        self.res = ResBlock(in_ch, out_ch, emb_dim, dropout)
+        self.attn = Attention(out_ch, heads) if attention else nn.Identity()
+
+    def forward(self, x, emb):
+        return self.attn(self.res(x, emb))
+
+
+class UNet(nn.Module):
+    """net(x_t, t, y=None) -> prediction with x_t's shape.
+
+    x_t: [N, C, H, W]; t: [N] integer timesteps; y: [N] class labels in 0..num_classes-1, or
+    num_classes for "no label" (the null class of classifier-free guidance); None = null.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        channels: int = 32,
+        channel_mults: tuple[int, ...] = (1, 2, 2),
+        blocks_per_level: int = 1,
+        attention_levels: tuple[int, ...] | None = None,
+        heads: int = 4,
+        dropout: float = 0.0,
+        num_classes: int | None = None,
+        use_time: bool = True,
+    ):
+        super().__init__()
+        levels = len(channel_mults)
+        attention_levels = (levels - 1,) if attention_levels is None else tuple(attention_levels)
+        emb_dim = 4 * channels
+        self.num_classes = num_classes
+        self.time = TimeEmbedding(channels, emb_dim, use_time)
+        self.label = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+        self.stem = nn.Conv2d(in_channels, channels, 3, padding=1)
+
+        self.down = nn.ModuleList()
+        skips, width = [channels], channels
+        for level, mult in enumerate(channel_mults):
+            for _ in range(blocks_per_level):
+                self.down.append(Block(width, channels * mult, emb_dim, level in attention_levels, heads, dropout))
+                width = channels * mult
+                skips.append(width)
+            if level < levels - 1:
+                self.down.append(nn.Conv2d(width, width, 3, stride=2, padding=1))
+                skips.append(width)
+
+        self.mid = nn.ModuleList(
+            [Block(width, width, emb_dim, True, heads, dropout), Block(width, width, emb_dim, False, heads, dropout)]
+        )
+
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mults))):
+            for _ in range(blocks_per_level + 1):
+                self.up.append(
+                    Block(width + skips.pop(), channels * mult, emb_dim, level in attention_levels, heads, dropout)
+                )
+                width = channels * mult
+            if level > 0:
+                self.up.append(nn.Conv2d(width, width, 3, padding=1))  # after nearest upsampling
+
+        self.out = nn.Sequential(group_norm(width), nn.SiLU(), zero_init(nn.Conv2d(width, in_channels, 3, padding=1)))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        emb = self.time(t)
+        if self.label is not None:
+            if y is None:
+                y = torch.full_like(t, self.num_classes)
+            emb = emb + self.label(y)
+
+        h = self.stem(x)
+        skips = [h]
+        for layer in self.down:
+            h = layer(h) if isinstance(layer, nn.Conv2d) else layer(h, emb)
+            skips.append(h)
+        for layer in self.mid:
+            h = layer(h, emb)
+        for layer in self.up:
+            if isinstance(layer, nn.Conv2d):  # upsample to the next skip's exact size
+                h = layer(F.interpolate(h, size=skips[-1].shape[-2:], mode="nearest"))
+            else:
+                h = layer(torch.cat([h, skips.pop()], dim=1), emb)
+        return self.out(h)

@@ -1,0 +1,99 @@
+"""Training targets (eps / x0 / v), conversions between them, and loss weighting.
+
+With a = alpha_bar_t and x_t = sqrt(a) x0 + sqrt(1 - a) eps (DDPM eq. 4), a network may predict
+  eps (DDPM's L_simple, eq. 14), x0, or v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho 2022).
+Samplers only ever see ``(eps, x0)`` pairs: :func:`as_denoiser` turns a network of any kind
+into that, which is also how a foreign network (e.g. a diffusers UNet2DModel) plugs in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .schedule import NoiseSchedule, broadcast
+
+PREDICTIONS = ("eps", "x0", "v")
+WEIGHTINGS = ("none", "min-snr")
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _check(kind: str) -> None:
+    if kind not in PREDICTIONS:
+        raise ValueError(f"unknown prediction {kind!r}; choose from {', '.join(PREDICTIONS)}")
+
+
+def target(kind: str, x0: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """The regression target for prediction ``kind``; alpha_bar: [N] float64."""
+    _check(kind)
+    if kind == "eps":
+        return eps
+    if kind == "x0":
+        return x0
+    a = broadcast(alpha_bar, x0)
+    return a.sqrt() * eps - (1 - a).sqrt() * x0  # v (Salimans & Ho 2022, Sec. 4)
+
+
+def to_eps_x0(kind: str, pred: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor):
+    """Convert a prediction of ``kind`` at x_t into (eps, x0)."""
+    _check(kind)
+    a = broadcast(alpha_bar, x_t)
+    if kind == "eps":  # x0 = (x_t - sqrt(1 - a) eps) / sqrt(a)   (DDPM eq. 4 solved for x0)
+        return pred, (x_t - (1 - a).sqrt() * pred) / a.sqrt()
+    if kind == "x0":  # eps = (x_t - sqrt(a) x0) / sqrt(1 - a)
+        return (x_t - a.sqrt() * pred) / (1 - a).sqrt(), pred
+    # v: x0 = sqrt(a) x_t - sqrt(1 - a) v,  eps = sqrt(1 - a) x_t + sqrt(a) v
+    return (1 - a).sqrt() * x_t + a.sqrt() * pred, a.sqrt() * x_t - (1 - a).sqrt() * pred
+
+
+def loss_weight(kind: str, snr: torch.Tensor, weighting: str = "none", gamma: float = 5.0):
+    """Per-sample weight on the MSE of prediction ``kind``.
+
+    min-snr (Hang et al. 2023): weight the x0-space loss by min(SNR, gamma). Expressed for
+    each target: eps-MSE = SNR * x0-MSE and v-MSE = (SNR + 1) * x0-MSE, hence the divisions.
+    """
+    if weighting == "none":
+        return torch.ones_like(snr)
+    if weighting != "min-snr":
+        raise ValueError(f"unknown weighting {weighting!r}; choose from {', '.join(WEIGHTINGS)}")
+    clipped = snr.clamp(max=gamma)
+    return {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[kind]
+
+
+def diffusion_loss(
+    net: Callable,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    kind: str = "eps",
+    weighting: str = "none",
+    y: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-sample loss [N]: weighted || target - net(x_t, t) ||^2, averaged over pixels.
+
+    With kind="eps" and weighting="none" this is DDPM's L_simple (eq. 14).
+    """
+    alpha_bar = schedule.alpha_bar_at(t)
+    x_t = schedule.q_sample(x0, t, noise)
+    pred = net(x_t, t) if y is None else net(x_t, t, y)
+    mse = (pred.float() - target(kind, x0, noise, alpha_bar)).pow(2).flatten(1).mean(1)
+    weight = loss_weight(kind, schedule.snr(t), weighting).to(mse)
+    return weight * mse
+
+
+def as_denoiser(net: Callable, schedule: NoiseSchedule, kind: str, y=None) -> Denoiser:
+    """Wrap ``net(x_t, t[, y]) -> prediction of kind`` as ``denoise(x_t, t) -> (eps, x0)``.
+
+    t may be a python int or a [N] tensor of timesteps.
+    """
+    _check(kind)
+
+    def denoise(x_t: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        t = torch.as_tensor(t, dtype=torch.long, device=x_t.device).expand(x_t.shape[0])
+        pred = net(x_t, t) if y is None else net(x_t, t, y)
+        return to_eps_x0(kind, pred.to(x_t.dtype), x_t, schedule.alpha_bar_at(t))
+
+    return denoise

@@ -1,0 +1,128 @@
+"""Noise schedules of the forward process and timestep trajectories for fast samplers.
+
+Timestep convention, used everywhere in tinydiff: timesteps are integer *indices*
+``t = 0 .. T-1``. Index ``t`` is the papers' step ``t + 1``: ``alpha_bar[0] = 1 - beta_1`` is the
+first noising step, ``alpha_bar[T-1]`` the last. The index ``-1`` stands for clean data
+(``alpha_bar = 1``); samplers step to it last.
+
+All schedule arithmetic is done in float64 (cumulative products of 1000 factors lose digits
+in float32); values are cast to the data's dtype only when they touch images.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+SCHEDULES = ("linear", "cosine")
+SPACINGS = ("uniform", "leading", "trailing", "quadratic")
+
+
+def linear_betas(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
+    """DDPM's schedule (Ho et al. 2020, Sec. 4): betas linear in [1e-4, 0.02] for T = 1000.
+
+    For other T the endpoints are rescaled by 1000 / T so that alpha_bar_T stays comparable
+    (improved-diffusion's convention); T = 1000 gives the paper's values exactly.
+    """
+    scale = 1000 / num_timesteps
+    return torch.linspace(scale * beta_start, scale * beta_end, num_timesteps, dtype=torch.float64)
+
+
+def cosine_betas(num_timesteps: int = 1000, s: float = 0.008, max_beta: float = 0.999):
+    """Nichol & Dhariwal 2021, eq. 17: alpha_bar(t) = f(t) / f(0), f(t) = cos^2((t/T + s)/(1 + s) * pi/2),
+    beta_t = 1 - alpha_bar(t) / alpha_bar(t - 1), clipped at ``max_beta`` to avoid a singularity at t = T."""
+    steps = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
+    f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    alpha_bar = f / f[0]
+    return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
+
+
+@dataclass(frozen=True, eq=False)
+class NoiseSchedule:
+    """Discrete forward process q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I).
+
+    betas: float64 [T]. Derived: alphas = 1 - betas, alpha_bar = prod_{s<=t} alphas (DDPM eq. 4).
+    """
+
+    betas: torch.Tensor
+    name: str = "custom"
+    alphas: torch.Tensor = field(init=False)
+    alpha_bar: torch.Tensor = field(init=False)
+
+    def __post_init__(self):
+        betas = torch.as_tensor(self.betas, dtype=torch.float64)
+        if betas.ndim != 1 or not ((betas > 0) & (betas < 1)).all():
+            raise ValueError("betas must be a 1-D sequence of values in (0, 1)")
+        object.__setattr__(self, "betas", betas)
+        object.__setattr__(self, "alphas", 1 - betas)
+        object.__setattr__(self, "alpha_bar", torch.cumprod(1 - betas, dim=0))
+
+    @classmethod
+    def create(cls, name: str = "linear", num_timesteps: int = 1000) -> NoiseSchedule:
+        if name == "linear":
+            return cls(linear_betas(num_timesteps), name)
+        if name == "cosine":
+            return cls(cosine_betas(num_timesteps), name)
+        raise ValueError(f"unknown schedule {name!r}; choose from {', '.join(SCHEDULES)}")
+
+    @property
+    def num_timesteps(self) -> int:
+        return len(self.betas)
+
+    def alpha_bar_at(self, t: torch.Tensor | int) -> torch.Tensor:
+        """alpha_bar for integer timesteps t (any shape, float64); t = -1 gives 1 (clean data)."""
+        t = torch.as_tensor(t, dtype=torch.long).cpu()  # the table lives on the CPU
+        padded = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bar])
+        return padded[t + 1]
+
+    def snr(self, t: torch.Tensor | int) -> torch.Tensor:
+        """Signal-to-noise ratio alpha_bar / (1 - alpha_bar) (Kingma et al. 2021)."""
+        alpha_bar = self.alpha_bar_at(t)
+        return alpha_bar / (1 - alpha_bar)
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Sample q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) (DDPM eq. 4).
+
+        x0, noise: [N, ...]; t: [N] integer timesteps.
+        """
+        alpha_bar = broadcast(self.alpha_bar_at(t), x0)
+        return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+
+    def timesteps(self, num_steps: int, spacing: str = "uniform") -> torch.Tensor:
+        """A decreasing trajectory tau of ``num_steps`` timesteps (DDIM Sec. 4.2; S = num_steps).
+
+        uniform:   round(linspace(T-1, 0, S)): starts at the last step, ends at the first.
+        leading:   0, c, 2c, ... with c = T // S (DDIM's code and diffusers' default).
+        trailing:  round(T - k T / S) - 1 (diffusers' "trailing"): starts at T-1.
+        quadratic: floor(linspace(0, sqrt(0.8 T), S)^2) (DDIM's code, used for CIFAR-10), with
+                   repeated small values moved up to keep S distinct steps.
+        Samplers step from each element to the next, and from the last to -1 (clean data).
+        """
+        T = self.num_timesteps
+        if not 1 <= num_steps <= T:
+            raise ValueError(f"number of steps must be in [1, {T}], got {num_steps}")
+        if spacing == "uniform":
+            steps = torch.linspace(0, T - 1, num_steps, dtype=torch.float64).round().long()
+        elif spacing == "leading":
+            steps = torch.arange(num_steps, dtype=torch.long) * (T // num_steps)
+        elif spacing == "trailing":
+            steps = (torch.arange(T, 0, -T / num_steps, dtype=torch.float64).round() - 1).long()
+        elif spacing == "quadratic":
+            grid = torch.linspace(0, math.sqrt(0.8 * T), num_steps, dtype=torch.float64)
+            steps = (grid**2).long()
+        else:
+            raise ValueError(f"unknown spacing {spacing!r}; choose from {', '.join(SPACINGS)}")
+        # Rounding can repeat a timestep (DDIM's quadratic grid gives 0, 0, 1, 3, ... for S = 50);
+        # move each repeat one step up so that the trajectory has S distinct timesteps.
+        steps = steps.sort().values
+        for i in range(1, num_steps):
+            steps[i] = max(steps[i], steps[i - 1] + 1)  # stays <= T - 1 since S <= T
+        return steps.flip(0)
+
+
+def broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-sample values [N] -> [N, 1, 1, ...] in ``like``'s dtype and device."""
+    values = values.to(device=like.device, dtype=like.dtype)
+    return values.reshape(-1, *([1] * (like.ndim - 1)))

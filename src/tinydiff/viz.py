@@ -1,0 +1,45 @@
+"""Pictures: image grids."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255] (rounded, clipped); uint8 passes through."""
+    if images.dtype == torch.uint8:
+        return images
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:
+    """images [N, C, H, W] (float in [-1, 1] or uint8) -> one uint8 array [H', W', C] of nrow columns."""
+    images = to_uint8(images.detach().cpu())
+    n, c, h, w = images.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / nrow)
+    grid = np.zeros((rows * (h + padding) + padding, nrow * (w + padding) + padding, c), dtype=np.uint8)
+    for i, image in enumerate(images.permute(0, 2, 3, 1).numpy()):
+        top, left = padding + (i // nrow) * (h + padding), padding + (i % nrow) * (w + padding)
+        grid[top : top + h, left : left + w] = image
+    return grid
+
+
+def save_grid(
+    images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 2, padding: int = 2
+) -> Path:
+    """Write images as one PNG grid, each pixel enlarged ``scale`` times (nearest)."""
+    from PIL import Image
+
+    grid = make_grid(images, nrow, padding)
+    picture = Image.fromarray(grid[..., 0] if grid.shape[2] == 1 else grid)
+    if scale > 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path)
+    return path

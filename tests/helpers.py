@@ -1,0 +1,35 @@
+"""Shared test helpers: the exact denoiser for Gaussian data, small image files."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tinydiff.schedule import NoiseSchedule, broadcast
+
+
+def gaussian_denoiser(schedule: NoiseSchedule, mu: float, s: float):
+    """The exact (eps, x0) predictor for data x0 ~ N(mu, s^2 I).
+
+    x_t = sqrt(a) x0 + sqrt(1 - a) eps is Gaussian, so E[eps | x_t] = sqrt(1 - a) (x_t - sqrt(a) mu) / v
+    with v = a s^2 + 1 - a; E[x0 | x_t] follows from x_t's definition.
+    """
+
+    def denoise(x_t, t):
+        t = torch.as_tensor(t).expand(x_t.shape[0])
+        a = broadcast(schedule.alpha_bar_at(t), x_t)
+        eps = (1 - a).sqrt() * (x_t - a.sqrt() * mu) / (a * s**2 + 1 - a)
+        return eps, (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+
+    return denoise
+
+
+def digit_like_images(n: int = 64, size: int = 8, seed: int = 0) -> np.ndarray:
+    """uint8 [n, 1, size, size] images with some structure (bars at random places)."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, 1, size, size), dtype=np.uint8)
+    for i in range(n):
+        r = rng.integers(0, size - 2)
+        x[i, 0, r : r + 2, 1:-1] = 255
+        x[i, 0, :, rng.integers(0, size)] = 200
+    return x

@@ -1,0 +1,86 @@
+import errno
+import json
+
+import pytest
+import torch
+
+from tinydiff import load
+from tinydiff.errors import TinydiffError
+from tinydiff.nets import build_net, net_config
+from tinydiff.training import checkpoint
+from tinydiff.training.checkpoint import list_checkpoints, resolve_checkpoint, save_checkpoint
+
+CONFIG = {
+    "net": net_config("unet", "tiny", (1, 8, 8)),
+    "schedule": {"name": "linear", "timesteps": 1000},
+    "prediction": "eps",
+}
+
+
+def _save(run, step, seed=0, keep=2):
+    torch.manual_seed(seed)
+    net = build_net(CONFIG["net"])
+    for p in net.parameters():
+        torch.nn.init.normal_(p)
+    ema = build_net(CONFIG["net"])
+    return save_checkpoint(run, step, CONFIG, net.state_dict(), ema.state_dict(), {"step": step}, keep), net, ema
+
+
+def test_round_trip_loads_ema_or_raw_weights(tmp_path):
+    ckpt, net, ema = _save(tmp_path / "run", 10)
+    assert sorted(p.name for p in ckpt.iterdir()) == sorted(checkpoint.FILES)
+    for use_ema, expected in ((True, ema), (False, net)):
+        model = load(tmp_path / "run", ema=use_ema)
+        assert not model.net.training
+        for a, b in zip(model.net.state_dict().values(), expected.state_dict().values()):
+            assert torch.equal(a, b)
+    assert load(ckpt).prediction == "eps"
+
+
+def test_latest_and_pruning(tmp_path):
+    for step in (1, 2, 3):
+        _save(tmp_path, step)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt-0000002", "ckpt-0000003"]
+    assert resolve_checkpoint(tmp_path).name == "ckpt-0000003"
+    (tmp_path / "latest").write_text("ckpt-0000009")  # points nowhere: fall back to the newest complete
+    assert resolve_checkpoint(tmp_path).name == "ckpt-0000003"
+
+
+def test_missing_file_and_foreign_config_are_clear_errors(tmp_path):
+    ckpt, _, _ = _save(tmp_path / "a", 1)
+    (ckpt / "ema.safetensors").unlink()
+    with pytest.raises(TinydiffError, match="incomplete: missing ema.safetensors"):
+        load(ckpt)
+    ckpt, _, _ = _save(tmp_path / "b", 1)
+    config = json.loads((ckpt / "config.json").read_text())
+    config["net"]["channels"] = 64
+    (ckpt / "config.json").write_text(json.dumps(config))
+    with pytest.raises(TinydiffError, match="written by another config"):
+        load(ckpt)
+    (ckpt / "config.json").write_text("{broken")
+    with pytest.raises(TinydiffError, match="not valid JSON"):
+        load(ckpt)
+    with pytest.raises(TinydiffError, match="does not exist"):
+        load(tmp_path / "nothing")
+    with pytest.raises(TinydiffError, match="no checkpoint found"):
+        load(tmp_path)
+
+
+def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    first, net, _ = _save(tmp_path, 1)
+    calls = []
+
+    def full_disk(path, data):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, data)
+
+    real_write = checkpoint._write
+    monkeypatch.setattr(checkpoint, "_write", full_disk)
+    with pytest.raises(TinydiffError, match="disk full"):
+        _save(tmp_path, 2, seed=1)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt-0000001"]
+    assert not list(tmp_path.glob(".tmp-*"))
+    model = load(tmp_path, ema=False)
+    assert torch.equal(next(iter(model.net.parameters())), next(iter(net.parameters())))

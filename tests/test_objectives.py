@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from tinydiff.objectives import PREDICTIONS, as_denoiser, diffusion_loss, loss_weight, target, to_eps_x0
+from tinydiff.schedule import NoiseSchedule
+
+
+@pytest.mark.parametrize("kind", PREDICTIONS)
+def test_target_and_conversion_round_trip(kind):
+    s = NoiseSchedule.create("cosine")
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.rand(16, 1, 4, 4, generator=gen, dtype=torch.float64) * 2 - 1
+    eps = torch.randn(x0.shape, generator=gen, dtype=torch.float64)
+    t = torch.randint(0, 1000, (16,), generator=gen)
+    x_t = s.q_sample(x0, t, eps)
+    eps_hat, x0_hat = to_eps_x0(kind, target(kind, x0, eps, s.alpha_bar_at(t)), x_t, s.alpha_bar_at(t))
+    torch.testing.assert_close(eps_hat, eps, rtol=0, atol=1e-6)
+    torch.testing.assert_close(x0_hat, x0, rtol=0, atol=1e-6)
+
+
+def test_min_snr_weights_equal_the_x0_space_weight():
+    snr = torch.tensor([0.01, 1.0, 5.0, 100.0], dtype=torch.float64)
+    expected_x0_weight = snr.clamp(max=5.0)
+    # eps-MSE = snr * x0-MSE and v-MSE = (snr + 1) * x0-MSE
+    torch.testing.assert_close(loss_weight("eps", snr, "min-snr") * snr, expected_x0_weight)
+    torch.testing.assert_close(loss_weight("v", snr, "min-snr") * (snr + 1), expected_x0_weight)
+    torch.testing.assert_close(loss_weight("x0", snr, "min-snr"), expected_x0_weight)
+    assert torch.equal(loss_weight("eps", snr, "none"), torch.ones(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="weighting"):
+        loss_weight("eps", snr, "p2")
+
+
+@pytest.mark.parametrize("kind", PREDICTIONS)
+def test_loss_is_zero_for_an_oracle_and_positive_otherwise(kind):
+    s = NoiseSchedule.create("linear")
+    x0 = torch.rand(8, 1, 4, 4) * 2 - 1
+    noise = torch.randn_like(x0)
+    t = torch.randint(0, 1000, (8,))
+    oracle = lambda x_t, t_: target(kind, x0, noise, s.alpha_bar_at(t_))  # noqa: E731
+    assert diffusion_loss(oracle, s, x0, t, noise, kind).abs().max() < 1e-10
+    zero = lambda x_t, t_: torch.zeros_like(x_t)  # noqa: E731
+    assert (diffusion_loss(zero, s, x0, t, noise, kind, "min-snr") > 0).all()
+
+
+def test_as_denoiser_converts_any_prediction():
+    s = NoiseSchedule.create("linear")
+    x_t = torch.randn(4, 1, 2, 2, dtype=torch.float64)
+    for kind in PREDICTIONS:
+        net = lambda x, t: 0.5 * x  # noqa: E731
+        eps, x0 = as_denoiser(net, s, kind)(x_t, 10)
+        a = s.alpha_bar[10]
+        torch.testing.assert_close(a.sqrt() * x0 + (1 - a).sqrt() * eps, x_t)  # consistent with x_t

@@ -1,0 +1,130 @@
+import pytest
+import torch
+from helpers import gaussian_denoiser
+
+from tinydiff.samplers import SAMPLERS, get_sampler
+from tinydiff.schedule import NoiseSchedule
+
+MU, S = 0.3, 0.5
+
+
+def _x_T(n=40_000, seed=0):
+    return torch.randn(n, 1, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("ddpm", {}),
+        ("ddpm", {"variance": "beta"}),
+        ("ddim", {}),
+        ("ddim", {"eta": 1.0}),
+        ("ddim", {"eta": 0.5, "spacing": "quadratic"}),
+        ("ddim", {"sigma_hat": True}),
+    ],
+)
+def test_samplers_approach_the_gaussian_data_distribution(name, options):
+    """With the exact denoiser, the error in the output's mean and std shrinks as steps grow
+    (discretisation error only) and is within sampling noise at S = T."""
+    schedule = NoiseSchedule.create("linear", 1000)
+    errors = []
+    for steps in (10, 100, 1000):
+        out = get_sampler(name)(
+            gaussian_denoiser(schedule, MU, S),
+            schedule,
+            _x_T(),
+            steps=steps,
+            clip_x0=False,
+            generator=torch.Generator().manual_seed(1),
+            **options,
+        )
+        errors.append(abs(out.mean().item() - MU) + abs(out.std().item() - S))
+    assert errors[0] > errors[2] and errors[1] > errors[2] - 0.005
+    assert errors[2] < 0.02
+
+
+def test_ddim_eta1_equals_ddpm_posterior():
+    """DDIM eta = 1 is DDPM with the posterior variance beta~ (DDIM Sec. 4.1), at S = T and skipping steps."""
+    schedule = NoiseSchedule.create("cosine", 100)
+    denoise = gaussian_denoiser(schedule, MU, S)
+    for steps in (100, 10):
+        a = SAMPLERS["ddim"](
+            denoise,
+            schedule,
+            _x_T(1000),
+            steps=steps,
+            eta=1.0,
+            clip_x0=False,
+            generator=torch.Generator().manual_seed(3),
+        )
+        b = SAMPLERS["ddpm"](
+            denoise, schedule, _x_T(1000), steps=steps, clip_x0=False, generator=torch.Generator().manual_seed(3)
+        )
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_ddim_sigma_hat_equals_ddpm_beta_variance():
+    schedule = NoiseSchedule.create("linear", 100)
+    denoise = gaussian_denoiser(schedule, MU, S)
+    a = SAMPLERS["ddim"](
+        denoise,
+        schedule,
+        _x_T(500),
+        steps=25,
+        sigma_hat=True,
+        clip_x0=False,
+        generator=torch.Generator().manual_seed(4),
+    )
+    b = SAMPLERS["ddpm"](
+        denoise,
+        schedule,
+        _x_T(500),
+        steps=25,
+        variance="beta",
+        clip_x0=False,
+        generator=torch.Generator().manual_seed(4),
+    )
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_ddim_eta0_is_deterministic_and_uses_no_noise():
+    schedule = NoiseSchedule.create("linear")
+    denoise = gaussian_denoiser(schedule, MU, S)
+    a = SAMPLERS["ddim"](denoise, schedule, _x_T(100), steps=10, generator=torch.Generator().manual_seed(0))
+    b = SAMPLERS["ddim"](denoise, schedule, _x_T(100), steps=10, generator=torch.Generator().manual_seed(99))
+    assert torch.equal(a, b)
+
+
+def test_callback_sees_the_trajectory_in_order():
+    schedule = NoiseSchedule.create("linear")
+    seen = []
+    SAMPLERS["ddim"](
+        gaussian_denoiser(schedule, MU, S),
+        schedule,
+        _x_T(10),
+        steps=7,
+        spacing="quadratic",
+        callback=lambda i, t, x, x0: seen.append((i, t, x.shape, x0.shape)),
+    )
+    assert [t for _, t, _, _ in seen] == schedule.timesteps(7, "quadratic").tolist()
+    assert [i for i, _, _, _ in seen] == list(range(7))
+
+
+def test_clip_x0_keeps_predictions_in_range():
+    schedule = NoiseSchedule.create("linear")
+    x0s = []
+    far = gaussian_denoiser(schedule, 5.0, 0.1)  # data far outside [-1, 1]
+    out = SAMPLERS["ddim"](far, schedule, _x_T(100), steps=10, callback=lambda i, t, x, x0: x0s.append(x0))
+    assert all(x0.abs().max() <= 1 for x0 in x0s)
+    assert out.abs().max() <= 1 + 1e-9
+
+
+def test_bad_options():
+    schedule = NoiseSchedule.create("linear")
+    denoise = gaussian_denoiser(schedule, MU, S)
+    with pytest.raises(ValueError, match="eta"):
+        SAMPLERS["ddim"](denoise, schedule, _x_T(4), eta=1.5)
+    with pytest.raises(ValueError, match="variance"):
+        SAMPLERS["ddpm"](denoise, schedule, _x_T(4), variance="large")
+    with pytest.raises(ValueError, match="unknown sampler"):
+        get_sampler("euler")

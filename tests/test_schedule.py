@@ -1,0 +1,87 @@
+import math
+
+import pytest
+import torch
+
+from tinydiff.schedule import SPACINGS, NoiseSchedule
+
+
+def test_linear_schedule_is_the_papers():
+    s = NoiseSchedule.create("linear", 1000)
+    assert s.betas[0].item() == pytest.approx(1e-4, abs=1e-15)
+    assert s.betas[-1].item() == pytest.approx(0.02, abs=1e-15)
+    assert s.alpha_bar.dtype == torch.float64
+    assert (s.alpha_bar.diff() < 0).all() and (s.alpha_bar > 0).all()
+    # alpha_bar_T = prod(1 - beta_t) ~ 4.04e-5 (DDPM: "x_T is nearly pure noise")
+    assert s.alpha_bar[-1].item() == pytest.approx(math.prod(1 - b for b in s.betas.tolist()), rel=1e-12)
+    assert 3e-5 < s.alpha_bar[-1].item() < 5e-5
+
+
+def test_cosine_schedule_endpoints_and_closed_form():
+    T, s_off = 1000, 0.008
+    s = NoiseSchedule.create("cosine", T)
+    f = lambda t: math.cos((t / T + s_off) / (1 + s_off) * math.pi / 2) ** 2  # noqa: E731
+    assert (s.betas <= 0.999).all() and s.betas[-1].item() == pytest.approx(0.999)
+    assert (s.alpha_bar.diff() < 0).all()
+    for t in (0, 1, 250, 500, 900):  # unclipped region: alpha_bar(t) = f(t+1) / f(0)
+        assert s.alpha_bar[t].item() == pytest.approx(f(t + 1) / f(0), rel=1e-9)
+    assert s.alpha_bar[0].item() > 0.9999 and s.alpha_bar[-1].item() < 1e-6
+
+
+def test_alpha_bar_of_minus_one_is_clean_data():
+    s = NoiseSchedule.create("linear", 100)
+    assert s.alpha_bar_at(-1).item() == 1.0
+    assert torch.equal(s.alpha_bar_at(torch.tensor([0, 99])), s.alpha_bar[[0, 99]])
+
+
+def test_q_sample_moments_match_closed_form():
+    s = NoiseSchedule.create("linear", 1000)
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.full((200_000, 1), 0.7, dtype=torch.float64)
+    for t in (0, 100, 500, 999):
+        noise = torch.randn(x0.shape, generator=gen, dtype=torch.float64)
+        x_t = s.q_sample(x0, torch.full((len(x0),), t), noise)
+        a = s.alpha_bar[t].item()
+        assert x_t.mean().item() == pytest.approx(math.sqrt(a) * 0.7, abs=0.01)
+        assert x_t.var().item() == pytest.approx(1 - a, rel=0.02, abs=1e-4)
+
+
+def test_q_sample_equals_iterating_the_markov_chain():
+    """q(x_t|x_0) in closed form (eq. 4) agrees with running q(x_t|x_{t-1}) (eq. 2) t times."""
+    s = NoiseSchedule.create("cosine", 200)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.full((100_000,), -0.5, dtype=torch.float64)
+    for t in range(120):
+        x = s.alphas[t].sqrt() * x + s.betas[t].sqrt() * torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    a = s.alpha_bar[119].item()
+    assert x.mean().item() == pytest.approx(-0.5 * math.sqrt(a), abs=0.01)
+    assert x.var().item() == pytest.approx(1 - a, rel=0.02)
+
+
+def test_snr_decreasing():
+    s = NoiseSchedule.create("linear")
+    snr = s.snr(torch.arange(1000))
+    assert (snr.diff() < 0).all()
+    assert snr[0].item() == pytest.approx((1 - 1e-4) / 1e-4)
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("steps", [1, 10, 50, 100])
+def test_trajectories(spacing, steps):
+    s = NoiseSchedule.create("linear", 1000)
+    tau = s.timesteps(steps, spacing)
+    assert len(tau) == steps and (tau.diff() < 0).all()
+    assert tau.min() >= 0 and tau.max() <= 999
+
+
+def test_trajectory_values():
+    s = NoiseSchedule.create("linear", 1000)
+    assert s.timesteps(10, "leading").tolist() == list(range(900, -1, -100))
+    assert s.timesteps(10, "trailing").tolist() == list(range(999, 0, -100))
+    uniform = s.timesteps(50, "uniform")
+    assert uniform[0] == 999 and uniform[-1] == 0
+    assert s.timesteps(1000, "uniform").tolist() == list(range(999, -1, -1))
+    with pytest.raises(ValueError, match="steps must be in"):
+        s.timesteps(1001)
+    assert s.timesteps(50, "quadratic")[-4:].tolist() == [3, 2, 1, 0]  # DDIM's 0, 0, 1, 3 made distinct
+    assert s.timesteps(1000, "quadratic").tolist() == list(range(999, -1, -1))

@@ -1,0 +1,149 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from helpers import digit_like_images
+
+from tinydiff import load
+from tinydiff.errors import TinydiffError
+from tinydiff.training import TrainConfig, Trainer, trainer
+from tinydiff.training.checkpoint import list_checkpoints
+
+
+@pytest.fixture
+def npz(tmp_path):
+    path = tmp_path / "digits.npz"
+    np.savez(path, x=digit_like_images(48))
+    return str(path)
+
+
+def _config(npz, out, **kw):
+    base = dict(
+        data=npz, out=str(out), steps=6, batch_size=8, ckpt_every=3, log_every=2, sample_grid=0, lr=1e-3, warmup=2
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def _weights(run):
+    return [t.clone() for t in load(run, ema=False).net.state_dict().values()]
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(npz, tmp_path):
+    Trainer(_config(npz, tmp_path / "full")).run(progress=False)
+    Trainer(_config(npz, tmp_path / "part", steps=3)).run(progress=False)
+    Trainer(_config(npz, tmp_path / "part"), resume=True).run(progress=False)
+    for name, use_ema in (("model", False), ("ema", True)):
+        a = load(tmp_path / "full", ema=use_ema).net.state_dict()
+        b = load(tmp_path / "part", ema=use_ema).net.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    log = [json.loads(line) for line in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 3, 4, 6]  # every log_every steps and at the end of each run
+
+
+def test_seeded_runs_repeat_and_seeds_differ(npz, tmp_path):
+    Trainer(_config(npz, tmp_path / "a", steps=3)).run(progress=False)
+    Trainer(_config(npz, tmp_path / "b", steps=3)).run(progress=False)
+    Trainer(_config(npz, tmp_path / "c", steps=3, seed=1)).run(progress=False)
+    a, b, c = _weights(tmp_path / "a"), _weights(tmp_path / "b"), _weights(tmp_path / "c")
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+
+
+def test_training_lowers_the_loss_and_logs_loss_per_timestep(npz, tmp_path):
+    Trainer(_config(npz, tmp_path / "run", steps=60, log_every=10, lr=2e-3, ckpt_every=100)).run(progress=False)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["loss"] < 0.6 * log[0]["loss"]
+    assert len(log[0]["loss_t"]) == 10 and log[0]["images_per_s"] > 0
+    # loss_t: eps is hardest to predict at small t (DDPM Fig. 2 / seed 004's loss_t plot)
+    assert log[-1]["loss_t"][0] > log[-1]["loss_t"][-1]
+
+
+def test_accumulation_matches_one_big_batch(npz, tmp_path):
+    Trainer(_config(npz, tmp_path / "a", steps=2)).run(progress=False)
+    Trainer(_config(npz, tmp_path / "b", steps=2, accumulate=2)).run(progress=False)
+    for x, y in zip(_weights(tmp_path / "a"), _weights(tmp_path / "b")):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
+
+
+def test_subset_and_other_objectives_train(npz, tmp_path):
+    for kind, weighting in (("x0", "min-snr"), ("v", "none")):
+        out = tmp_path / kind
+        Trainer(
+            _config(npz, out, steps=2, subset=20, prediction=kind, weighting=weighting, net="mlp", schedule="cosine")
+        ).run(progress=False)
+        model = load(out)
+        assert model.prediction == kind and model.config["data"]["size"] == 20
+
+
+def test_resume_refuses_another_config_and_fresh_runs_refuse_old_dirs(npz, tmp_path):
+    Trainer(_config(npz, tmp_path / "run", steps=3)).run(progress=False)
+    with pytest.raises(TinydiffError, match="another config: lr=0.001"):
+        Trainer(_config(npz, tmp_path / "run", lr=0.01), resume=True)
+    with pytest.raises(TinydiffError, match="already holds checkpoints"):
+        Trainer(_config(npz, tmp_path / "run"))
+    with pytest.raises(TinydiffError, match="no checkpoint"):
+        Trainer(_config(npz, tmp_path / "empty"), resume=True)
+
+
+def test_nan_loss_stops_with_a_clear_error(npz, tmp_path, monkeypatch):
+    real = trainer.diffusion_loss
+    calls = []
+
+    def poisoned(*args, **kwargs):
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 5 else loss
+
+    monkeypatch.setattr(trainer, "diffusion_loss", poisoned)
+    with pytest.raises(TinydiffError, match="loss became nan at step 4.*ckpt-0000003"):
+        Trainer(_config(npz, tmp_path / "run")).run(progress=False)
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["ckpt-0000003"]
+
+
+def test_sigkill_at_any_moment_leaves_a_loadable_checkpoint(npz, tmp_path):
+    """Kill training hard while it writes a checkpoint every step; the newest must always load."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "tinydiff",
+        "train",
+        "--data",
+        npz,
+        "--out",
+        str(out),
+        "--steps",
+        "100000",
+        "--batch-size",
+        "4",
+        "--ckpt-every",
+        "1",
+        "--keep",
+        "3",
+        "--net",
+        "mlp",
+        "--no-progress",
+        "--sample-grid",
+        "0",
+    ]
+    rng = np.random.default_rng(0)
+    for attempt in range(3):
+        proc = subprocess.Popen(
+            cmd + (["--resume"] if attempt else []), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.time() + 60
+        while len(list_checkpoints(out)) < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+        model = load(out)  # the newest complete checkpoint
+        assert model.config["prediction"] == "eps"
