@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install -q -c constraints.txt
 DEMO_RUN := runs/demo
-DEMO_ARGS := --data mnist --out $(DEMO_RUN) --preset tiny --steps 800 --batch-size 64 --lr 2e-3 --ema-decay 0.995 --ckpt-every 200
+DEMO_ARGS := --data mnist --out $(DEMO_RUN) --preset tiny --steps 750 --ckpt-every 250
 
 .PHONY: demo test lint bench clean
 

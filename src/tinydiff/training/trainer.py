@@ -45,8 +45,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "linear"
     timesteps: int = 1000
-    prediction: str = "eps"
-    weighting: str = "none"
+    # v-prediction with min-SNR weighting: clean samples several times sooner than eps/L_simple
+    # on MNIST (docs/RESULTS.md, "Demo"); eps + none is DDPM's L_simple.
+    prediction: str = "v"
+    weighting: str = "min-snr"
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     accumulate: int = 1
