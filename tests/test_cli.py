@@ -4,6 +4,7 @@ import sys
 import numpy as np
 import pytest
 from helpers import digit_like_images
+from PIL import Image
 
 from tinydiff.cli import main
 from tinydiff.data import load_dataset
@@ -39,7 +40,14 @@ def test_train_then_sample_end_to_end(npz, tmp_path, capsys):
     )
     assert (run / "samples.png").exists() and (run / "log.jsonl").exists()
     grid, arrays = tmp_path / "grid.png", tmp_path / "out.npz"
-    for sampler in (["--sampler", "ddim", "--steps", "5", "--eta", "0.5"], ["--sampler", "ddpm", "--steps", "8"]):
+    samplers = [
+        ["--sampler", "ddim", "--steps", "5", "--eta", "0.5"],
+        ["--sampler", "ddpm", "--steps", "8"],
+        ["--sampler", "pndm", "--steps", "4"],
+        ["--sampler", "heun", "--steps", "3"],
+        ["--sampler", "dpm++2m", "--steps", "4", "--spacing", "trailing"],
+    ]
+    for sampler in samplers:
         assert (
             main(
                 [
@@ -59,6 +67,27 @@ def test_train_then_sample_end_to_end(npz, tmp_path, capsys):
             )
             == 0
         )
+    assert (
+        main(
+            [
+                "sample",
+                "--ckpt",
+                str(run),
+                "--steps",
+                "7",
+                "--n",
+                "3",
+                "--out",
+                str(grid),
+                "--trajectory",
+                str(tmp_path / "traj.gif"),
+            ]
+        )
+        == 0
+    )
+    with Image.open(tmp_path / "traj.gif") as gif:
+        assert gif.n_frames >= 7 and gif.size == (2 * (3 * 10 + 2), 2 * (2 * 10 + 2))  # 3 images: x_t over x0
+    assert (tmp_path / "traj.png").exists()
     assert grid.exists() and len(list((tmp_path / "pngs").glob("*.png"))) == 6
     images = load_dataset(str(arrays)).images  # our own npz reads back as a dataset
     assert images.shape == (6, 1, 8, 8)

@@ -1,4 +1,4 @@
-"""Command line: ``tinydiff fetch | train | sample``, a thin layer over the Python API.
+"""Command line: ``tinydiff fetch | train | sample | fid | eval``, a thin layer over the Python API.
 
 Problems with the user's input end in one line on stderr and a non-zero exit; ``--debug``
 shows the traceback instead.
@@ -59,8 +59,14 @@ def _train_parser(sub, common) -> None:
 def _sample_parser(sub, common) -> None:
     p = sub.add_parser("sample", parents=[common], help="draw images from a checkpoint")
     p.add_argument("--ckpt", required=True, help="a run directory (newest checkpoint) or a ckpt-* directory")
-    p.add_argument("--sampler", default="ddim", help="ddim or ddpm")
-    p.add_argument("--steps", type=int, default=None, help="network evaluations (default: ddim 50, ddpm T)")
+    p.add_argument("--sampler", default="ddim", help="ddpm, ddim, pndm, heun or dpm++2m")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="trajectory length S (default: ddpm T, others 50); network evaluations: S for ddpm, "
+        "ddim and dpm++2m, S + 1 for pndm, 2 S - 1 for heun",
+    )
     p.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1] (default 0)")
     p.add_argument("--sigma-hat", action="store_true", default=None, help="DDIM with Table 1's sigma-hat noise")
     p.add_argument("--variance", default=None, choices=["posterior", "beta"], help="DDPM sigma_t^2")
@@ -73,15 +79,65 @@ def _sample_parser(sub, common) -> None:
     p.add_argument("--nrow", type=int, default=None, help="images per grid row")
     p.add_argument("--npz", default=None, help="also write the images as uint8 NHWC 'x' in an .npz")
     p.add_argument("--png-dir", default=None, help="also write one PNG per image into this folder")
+    p.add_argument(
+        "--trajectory",
+        default=None,
+        help="write the denoising trajectory of the first 8 images (x_t and predicted x0) as this GIF "
+        "and a PNG strip beside it",
+    )
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_sample)
 
 
+def _metrics_options(p) -> None:
+    p.add_argument("--n", type=int, default=2048, help="images per set (quote FID with its n)")
+    p.add_argument("--metrics", default="fid,kid", help="comma-separated: fid, kid, pr")
+    p.add_argument("--no-floor", dest="floor", action="store_false", help="skip the real-vs-real floor")
+    p.add_argument("--inception-batch", type=int, default=50)
+    p.add_argument("--device", default="cpu")
+
+
 def _cmd_fetch(args) -> None:
     from .data.fetch import fetch
+    from .metrics.inception import fetch_inception
 
     for name in args.datasets:
-        print(fetch(name, force=args.force))
+        print(fetch_inception() if name == "inception" else fetch(name, force=args.force))
+
+
+def _score(args, spec_a: str, spec_b: str) -> None:
+    import json
+
+    from .metrics.inception import InceptionFeatures
+    from .metrics.reference import score
+
+    extractor = InceptionFeatures(args.device, args.inception_batch, log=lambda m: print(m, file=sys.stderr))
+    report = score(
+        spec_a, spec_b, args.n, args.metrics.split(","), extractor, args.floor, log=lambda m: print(m, file=sys.stderr)
+    )
+    print(json.dumps(report, indent=2))
+    return report
+
+
+def _cmd_fid(args) -> None:
+    _score(args, args.a, args.b)
+
+
+def _cmd_eval(args) -> None:
+    import numpy as np
+
+    from .api import sample
+    from .model import load
+    from .viz import to_uint8
+
+    model = load(args.ckpt, device=args.device)
+    reference = args.ref or model.config["data"]["spec"]
+    options = {"eta": args.eta} if args.eta is not None else {}
+    images = sample(model, args.n, sampler=args.sampler, steps=args.steps, seed=args.seed, **options)
+    out = Path(args.out or Path(args.ckpt) / f"eval-{args.sampler}-{args.steps}-n{args.n}.npz")
+    np.savez(out, x=to_uint8(images).cpu().permute(0, 2, 3, 1).numpy())
+    print(f"samples: {out}", file=sys.stderr)
+    _score(args, str(out), reference)
 
 
 def _cmd_train(args) -> None:
@@ -100,21 +156,36 @@ def _cmd_sample(args) -> None:
 
     from .api import sample
     from .model import load
-    from .viz import save_grid, to_uint8
+    from .viz import save_grid, save_trajectory, to_uint8
 
     model = load(args.ckpt, device=args.device)
-    options = {
-        k: getattr(args, k)
-        for k in ("eta", "sigma_hat", "variance", "spacing", "clip_x0")
-        if getattr(args, k) is not None
-    }
+    names = ("eta", "sigma_hat", "variance", "spacing", "clip_x0")
+    options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    states, predictions = [], []
+
+    def record(i, t, x_t, x0):
+        if len(states) <= i:  # the first batch only
+            states.append(x_t[:8].clamp(-1, 1).cpu())
+            predictions.append(x0[:8].clamp(-1, 1).cpu())
+
     try:
+        callback = record if args.trajectory else None
         images = sample(
-            model, args.n, sampler=args.sampler, steps=args.steps, seed=args.seed, batch_size=args.batch_size, **options
+            model,
+            args.n,
+            sampler=args.sampler,
+            steps=args.steps,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            callback=callback,
+            **options,
         )
     except TypeError as err:  # an option the chosen sampler does not take
         raise TinydiffError(f"sampler {args.sampler}: {err}") from None
     print(f"grid: {save_grid(images, args.out, args.nrow)}")
+    if args.trajectory:
+        gif, strip = save_trajectory(states, predictions, args.trajectory)
+        print(f"trajectory: {gif} {strip}")
     pixels = to_uint8(images).cpu()
     if args.npz:
         np.savez(args.npz, x=pixels.permute(0, 2, 3, 1).numpy())
@@ -131,11 +202,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinydiff", parents=[common], description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fetch", parents=[common], help="download, verify and cache datasets")
-    p.add_argument("datasets", nargs="+", choices=["mnist", "fashion-mnist", "digits"])
+    p.add_argument("datasets", nargs="+", choices=["mnist", "fashion-mnist", "digits", "inception"])
     p.add_argument("--force", action="store_true", help="fetch again even if cached")
     p.set_defaults(func=_cmd_fetch)
     _train_parser(sub, common)
     _sample_parser(sub, common)
+    p = sub.add_parser("fid", parents=[common], help="FID (and KID, precision/recall) between two image sets")
+    p.add_argument("a", help="an .npz, an image folder, or a dataset spec such as mnist:train")
+    p.add_argument("b", help="the reference set; the floor is computed from two disjoint draws of it")
+    _metrics_options(p)
+    p.set_defaults(func=_cmd_fid)
+    p = sub.add_parser("eval", parents=[common], help="sample a checkpoint and score the samples")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--ref", default=None, help="reference set (default: the checkpoint's training data)")
+    p.add_argument("--sampler", default="ddim")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--eta", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="where to write the samples (.npz)")
+    _metrics_options(p)
+    p.set_defaults(func=_cmd_eval)
     return parser
 
 

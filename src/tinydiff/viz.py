@@ -43,3 +43,35 @@ def save_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     picture.save(path)
     return path
+
+
+def save_trajectory(
+    states: list[torch.Tensor],
+    predictions: list[torch.Tensor],
+    path: str | Path,
+    strip_frames: int = 10,
+    scale: int = 2,
+) -> tuple[Path, Path]:
+    """A denoising trajectory as an animated GIF and a PNG strip.
+
+    states, predictions: per sampler step, the new x_t and the x0 predicted on the way, each
+    [K, C, H, W] in [-1, 1]. Each frame shows the K images of x_t on top, predicted x0 below.
+    The strip shows ``strip_frames`` evenly spaced steps left to right (and the final state).
+    """
+    from PIL import Image
+
+    frames = [make_grid(torch.cat([x, x0]), nrow=len(x)) for x, x0 in zip(states, predictions)]
+
+    def picture(array):
+        image = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
+        return image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pictures = [picture(f) for f in frames]
+    pictures[0].save(path, save_all=True, append_images=pictures[1:] + [pictures[-1]] * 10, duration=80, loop=0)
+    picks = sorted({round(i * (len(frames) - 1) / max(1, strip_frames - 1)) for i in range(strip_frames)})
+    strip = np.concatenate([frames[i] for i in picks], axis=1)
+    strip_path = path.with_suffix(".png")
+    picture(strip).save(strip_path)
+    return path, strip_path

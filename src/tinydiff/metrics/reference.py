@@ -1,0 +1,87 @@
+"""Inception features of image sets, with real-data features cached on disk.
+
+A dataset spec (``mnist:train``) is sampled as disjoint draws: one seeded permutation of the
+whole set, draw k being its k-th block of n images. Draw 0 is what scores are computed
+against; draw 1 gives the real-vs-real floor at the same n. Cached features live in
+``$TINYDIFF_CACHE/features/`` under a key naming the dataset, split, n, draw, preprocessing
+and the weights' hash, so they are never computed twice and never confused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import torch
+
+from ..data import ImageData, load_dataset
+from ..data.fetch import DATASETS, cache_dir
+from ..errors import TinydiffError
+from .inception import PREPROCESSING, InceptionFeatures
+
+
+def is_dataset_spec(spec: str) -> bool:
+    return str(spec).partition(":")[0] in DATASETS
+
+
+def canonical_spec(spec: str) -> str:
+    name, _, split = str(spec).partition(":")
+    return f"{name}:{split or 'train'}"
+
+
+def draw(data: ImageData, n: int, index: int, seed: int = 0) -> torch.Tensor:
+    """Images of the ``index``-th disjoint draw of n from data (a seeded permutation)."""
+    if (index + 1) * n > len(data):
+        raise TinydiffError(f"{data.name} has {len(data)} images: too few for draw {index + 1} of n = {n}")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    return data.images[order[index * n : (index + 1) * n]]
+
+
+def features(spec: str, n: int, extractor: InceptionFeatures, index: int = 0, log=print) -> np.ndarray:
+    """Features [n, 2048] of draw ``index`` of an image set (dataset spec, .npz or folder).
+
+    Dataset specs are cached; files (e.g. generated samples) are computed every time.
+    """
+    dataset = is_dataset_spec(spec)
+    spec = canonical_spec(spec) if dataset else str(spec)
+    key = f"{spec.replace(':', '-')}-n{n}-draw{index}-{PREPROCESSING}-{extractor.weights_hash}"
+    path = cache_dir() / "features" / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', key)}.npy"
+    if dataset and path.exists():
+        return np.load(path).astype(np.float64)
+    images = draw(load_dataset(spec), n, index)
+    log(f"computing Inception features of {spec} (n = {n}, draw {index})")
+    result = extractor(images, progress=True)
+    if dataset:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, result.astype(np.float32))  # the network's outputs are float32: lossless
+        os.replace(tmp, path)
+    return result
+
+
+def score(
+    spec_a: str, spec_b: str, n: int, metrics, extractor: InceptionFeatures, floor: bool = True, log=print
+) -> dict:
+    """Metrics of image set A against reference B at n images each, with B's real-vs-real floor
+    (draw 0 vs draw 1 of B) beside every figure."""
+    from . import compare
+
+    same = str(spec_a) == str(spec_b)
+    a = features(spec_a, n, extractor, index=1 if same else 0, log=log)
+    b = features(spec_b, n, extractor, index=0, log=log)
+    report = {
+        "a": str(spec_a),
+        "b": str(spec_b),
+        "n": n,
+        "weights": extractor.weights_hash,
+        "preprocessing": PREPROCESSING,
+        **compare(a, b, metrics),
+    }
+    if floor:
+        try:
+            b1 = a if same else features(spec_b, n, extractor, index=1, log=log)
+            report.update({f"{k}_floor": v for k, v in compare(b1, b, metrics).items()})
+        except TinydiffError as err:
+            report["floor"] = f"not available: {err}"
+    return report

@@ -1,0 +1,154 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from helpers import digit_like_images
+
+from tinydiff.cli import main
+from tinydiff.errors import TinydiffError
+from tinydiff.metrics import compare, fid, kid, precision_recall
+from tinydiff.metrics import inception as inception_module
+from tinydiff.metrics.fid import frechet_distance
+from tinydiff.metrics.inception import preprocess
+from tinydiff.metrics.kid import mmd2_unbiased
+from tinydiff.metrics.reference import score
+
+
+def _gauss(n, d=16, shift=0.0, scale=1.0, seed=0):
+    return np.random.default_rng(seed).normal(shift, scale, (n, d))
+
+
+def test_fid_of_a_set_with_itself_is_zero_and_fid_is_symmetric():
+    a, b = _gauss(500), _gauss(500, shift=0.3, seed=1)
+    assert abs(fid(a, a)) < 1e-8
+    assert fid(a, b) == pytest.approx(fid(b, a), rel=1e-9)
+    assert fid(a, b) > 16 * 0.3**2 * 0.8
+
+
+def test_fid_matches_an_independent_eigenvalue_computation():
+    """Tr((S1 S2)^(1/2)) = sum of sqrt(eigenvalues of S1 S2), real and >= 0 for SPD S1, S2."""
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(400, 12)) @ rng.normal(size=(12, 12))
+    b = rng.normal(0.5, 1, size=(300, 12)) @ rng.normal(size=(12, 12))
+    mu1, s1 = a.mean(0), np.cov(a, rowvar=False)
+    mu2, s2 = b.mean(0), np.cov(b, rowvar=False)
+    trace_sqrt = np.sqrt(np.linalg.eigvals(s1 @ s2).real.clip(min=0)).sum()
+    expected = ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * trace_sqrt
+    assert fid(a, b) == pytest.approx(expected, rel=1e-8)
+
+
+def test_fid_closed_form_for_diagonal_gaussians():
+    mu1, mu2 = np.zeros(4), np.array([1.0, 0, 0, 2])
+    v1, v2 = np.array([1.0, 2, 3, 4]), np.array([4.0, 2, 1, 1])
+    expected = 5 + ((np.sqrt(v1) - np.sqrt(v2)) ** 2).sum()
+    assert frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2)) == pytest.approx(expected, rel=1e-10)
+
+
+def test_fid_survives_singular_covariances():
+    a, b = _gauss(10, d=32), _gauss(10, d=32, seed=3)  # fewer samples than dimensions
+    assert np.isfinite(fid(a, b))
+
+
+def test_mmd2_unbiased_equals_the_double_sum():
+    x, y = _gauss(7, d=3), _gauss(7, d=3, shift=0.2, seed=4)
+    k = lambda u, v: (u @ v / 3 + 1) ** 3  # noqa: E731
+    m = len(x)
+    within = sum(k(x[i], x[j]) + k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    cross = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / m**2
+    assert mmd2_unbiased(x, y) == pytest.approx(within - 2 * cross, rel=1e-10)
+
+
+def test_kid_is_unbiased_on_equal_distributions():
+    """Over independent pairs of samples of one distribution, KID averages to ~0 (an unbiased MMD^2
+    estimator), while a shifted distribution is clearly positive."""
+    values = [kid(_gauss(200, seed=s), _gauss(200, seed=100 + s), num_subsets=5, subset_size=100)[0] for s in range(20)]
+    assert abs(np.mean(values)) < 3 * np.std(values) / np.sqrt(len(values))
+    shifted, _ = kid(_gauss(200), _gauss(200, shift=0.5, seed=9), num_subsets=5, subset_size=100)
+    assert shifted > 10 * np.std(values)
+
+
+def test_precision_recall_limits():
+    real = _gauss(300, d=4)
+    assert precision_recall(real, real) == (1.0, 1.0)
+    far = _gauss(300, d=4, shift=50)
+    assert precision_recall(real, far) == (0.0, 0.0)
+    collapsed = real[:1] + 1e-3 * _gauss(30, d=4, seed=5)  # mode collapse: precise, poor recall
+    precision, recall = precision_recall(real, collapsed)
+    assert precision == 1.0 and recall < 0.5
+
+
+def test_preprocessing_grayscale_and_rgb():
+    gray = torch.from_numpy(digit_like_images(2, size=28))
+    x = preprocess(gray)
+    assert x.shape == (2, 3, 299, 299) and x.min() >= -1 and x.max() <= 1
+    assert torch.equal(x[:, 0], x[:, 2])
+    rgb = gray.expand(-1, 3, -1, -1).clone()
+    rgb[:, 1] = 0
+    y = preprocess(rgb)
+    assert torch.equal(y[:, 0], x[:, 0]) and (y[:, 1] == -1).all()
+    with pytest.raises(TinydiffError, match="uint8"):
+        preprocess(gray.float())
+
+
+class FakeInception:
+    """Cheap stand-in for the Inception network: per-image pixel statistics as features."""
+
+    weights_hash = "fake"
+
+    def __init__(self, *args, **kwargs):
+        self.calls = 0
+
+    def __call__(self, images, progress=False):
+        self.calls += 1
+        x = images.float().flatten(1)
+        return torch.stack([x.mean(1), x.std(1), x[:, ::7].mean(1), x.max(1).values], 1).double().numpy()
+
+
+def test_real_features_are_cached_per_dataset_split_and_n(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    x = digit_like_images(120, size=28)
+    np.savez(
+        cache / "mnist.npz",
+        x_train=x[:80],
+        y_train=np.zeros(80, np.int64),
+        x_test=x[80:],
+        y_test=np.zeros(40, np.int64),
+    )
+    extractor = FakeInception()
+    first = score("mnist:test", "mnist:train", 20, ["fid", "kid"], extractor)
+    assert extractor.calls == 3  # test draw 0, train draws 0 and 1 (the floor)
+    again = score("mnist:test", "mnist", 20, ["fid", "kid"], extractor)
+    assert extractor.calls == 3 and again["fid"] == first["fid"]
+    assert {"fid", "fid_floor", "kid", "kid_floor", "n"} <= set(first) and first["n"] == 20
+    assert len(list((cache / "features").glob("*.npy"))) == 3
+    score("mnist:test", "mnist:train", 10, ["fid"], extractor)  # another n: new features
+    assert extractor.calls == 6
+    too_big = score("mnist:train", "mnist:test", 30, ["fid"], extractor)  # 2 x 30 > 40 test images
+    assert "not available" in too_big["floor"]
+
+
+def test_fid_command_prints_one_json_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(inception_module, "InceptionFeatures", FakeInception)
+    np.savez(tmp_path / "a.npz", x=digit_like_images(40, size=28, seed=1))
+    np.savez(tmp_path / "b.npz", x=digit_like_images(80, size=28, seed=2))
+    assert main(["fid", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--n", "40", "--metrics", "fid,kid,pr"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 40 and report["fid"] >= 0 and "fid_floor" in report and "precision" in report
+    assert main(["fid", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--n", "50"]) == 2
+    assert "too few for draw 1 of n = 50" in capsys.readouterr().err
+
+
+def test_compare_rejects_unknown_metrics():
+    with pytest.raises(ValueError, match="unknown metrics"):
+        compare(_gauss(5), _gauss(5), ["fid", "is"])
+
+
+@pytest.mark.slow
+def test_real_inception_network_on_a_few_images():
+    extractor = inception_module.InceptionFeatures(batch_size=4)
+    gray = torch.from_numpy(digit_like_images(4, size=28))
+    features = extractor(gray)
+    assert features.shape == (4, 2048) and np.isfinite(features).all() and (features >= 0).all()
+    np.testing.assert_allclose(extractor(gray.expand(-1, 3, -1, -1).contiguous()), features, rtol=1e-5)
