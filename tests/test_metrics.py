@@ -152,3 +152,68 @@ def test_real_inception_network_on_a_few_images():
     features = extractor(gray)
     assert features.shape == (4, 2048) and np.isfinite(features).all() and (features >= 0).all()
     np.testing.assert_allclose(extractor(gray.expand(-1, 3, -1, -1).contiguous()), features, rtol=1e-5)
+
+
+def test_inception_score_limits_and_accuracy():
+    from tinydiff.metrics.classifier import accuracy, inception_score
+
+    confident_balanced = torch.eye(10, dtype=torch.float64).repeat(20, 1)
+    assert inception_score(confident_balanced, splits=2)[0] == pytest.approx(10)
+    uniform = torch.full((200, 10), 0.1, dtype=torch.float64)
+    assert inception_score(uniform, splits=2)[0] == pytest.approx(1)
+    one_class = torch.eye(10, dtype=torch.float64)[[3] * 200]
+    assert inception_score(one_class, splits=2)[0] == pytest.approx(1)
+    assert accuracy(confident_balanced, torch.arange(10).repeat(20)) == 1.0
+    assert accuracy(confident_balanced, torch.zeros(200, dtype=torch.long)) == pytest.approx(0.1)
+
+
+def test_shipped_classifier_loads_and_is_small():
+    from tinydiff.metrics.classifier import class_probabilities, load_classifier, weights_path
+
+    assert weights_path("mnist").stat().st_size < 1_000_000
+    probabilities = class_probabilities(load_classifier("mnist"), torch.from_numpy(digit_like_images(5, size=28)))
+    assert probabilities.shape == (5, 10)
+    torch.testing.assert_close(probabilities.sum(1), torch.ones(5, dtype=torch.float64))
+    with pytest.raises(TinydiffError, match="no classifier for 'cifar10'"):
+        load_classifier("cifar10")
+    with pytest.raises(TinydiffError, match=r"\[N, 1, 28, 28\]"):
+        class_probabilities(load_classifier("mnist"), torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+
+
+@pytest.mark.slow
+def test_shipped_mnist_classifier_accuracy():
+    from tinydiff.data import load_dataset
+    from tinydiff.metrics.classifier import accuracy, class_probabilities, load_classifier
+
+    test = load_dataset("mnist:test")
+    assert accuracy(class_probabilities(load_classifier("mnist"), test.images), test.labels) > 0.98
+
+
+def test_eval_command_samples_a_checkpoint_and_scores_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(inception_module, "InceptionFeatures", FakeInception)
+    np.savez(tmp_path / "train.npz", x=digit_like_images(64, size=28))
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "train.npz"),
+                "--out",
+                str(run),
+                "--steps",
+                "2",
+                "--batch-size",
+                "8",
+                "--sample-grid",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["eval", "--ckpt", str(run), "--n", "16", "--steps", "3", "--out", str(tmp_path / "s.npz")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 16 and report["b"] == str(tmp_path / "train.npz") and "fid_floor" in report
+    assert np.load(tmp_path / "s.npz")["x"].shape == (16, 28, 28, 1)

@@ -128,3 +128,28 @@ def test_bad_options():
         SAMPLERS["ddpm"](denoise, schedule, _x_T(4), variance="large")
     with pytest.raises(ValueError, match="unknown sampler"):
         get_sampler("euler")
+
+
+def test_a_diffusers_unet_plugs_into_every_sampler():
+    """Any network is sampled through the (eps, x0) denoiser wrapper, e.g. a diffusers UNet2DModel."""
+    diffusers = pytest.importorskip("diffusers")
+    from tinydiff.objectives import as_denoiser
+
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+    )
+    schedule = NoiseSchedule.create("linear")
+    denoise = as_denoiser(lambda x, t: unet(x, t).sample, schedule, "eps")
+    x_T = torch.randn(2, 1, 8, 8)
+    with torch.inference_mode():
+        for name in SAMPLERS:
+            out = SAMPLERS[name](denoise, schedule, x_T, steps=3)
+            assert out.shape == x_T.shape and torch.isfinite(out).all() and out.abs().max() <= 1

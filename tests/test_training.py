@@ -150,3 +150,25 @@ def test_sigkill_at_any_moment_leaves_a_loadable_checkpoint(npz, tmp_path):
         assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
         model = load(out)  # the newest complete checkpoint
         assert model.config["train"]["steps"] == 100000
+
+
+def test_ema_averages_parameters_and_copies_buffers():
+    from tinydiff.training.ema import EMA
+
+    net = torch.nn.BatchNorm1d(3)  # a parameter (weight) and buffers (running statistics)
+    ema = EMA(net, decay=0.9)
+    with torch.no_grad():
+        net.weight.fill_(2.0)
+        net.running_mean.fill_(5.0)
+    ema.update(net, step=1000)  # warm-up over: decay = 0.9
+    torch.testing.assert_close(ema.shadow.weight, torch.full((3,), 0.9 * 1.0 + 0.1 * 2.0))
+    assert torch.equal(ema.shadow.running_mean, net.running_mean)  # copied, not averaged
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(10**6) == 0.9
+    assert not ema.shadow.training and not any(p.requires_grad for p in ema.shadow.parameters())
+
+
+def test_bfloat16_autocast_trains(npz, tmp_path):
+    Trainer(_config(npz, tmp_path / "run", steps=2, amp=True)).run(progress=False)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss"]) for r in log)
+    assert load(tmp_path / "run").net.stem.weight.dtype == torch.float32  # weights stay float32

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from .model import DiffusionModel, load
 from .samplers import get_sampler
@@ -38,13 +40,14 @@ def sample(
     seed: int = 0,
     batch_size: int = 256,
     callback=None,
+    progress: bool = False,
     **options,
 ) -> torch.Tensor:
     """Draw n images [n, C, H, W] in [-1, 1].
 
     x_T for all n images is drawn first from a generator seeded with ``seed``, so deterministic
     samplers (DDIM, eta = 0) give the same images whatever ``batch_size``. ``options`` go to
-    the sampler (e.g. eta, spacing, clip_x0, variance).
+    the sampler (e.g. eta, spacing, clip_x0, variance). ``progress`` shows a bar of sampler steps.
     """
     if not isinstance(model, DiffusionModel):
         model = load(model)
@@ -56,8 +59,23 @@ def sample(
     generator = torch.Generator(model.device).manual_seed(seed)
     x_T = torch.randn((n, *model.image_shape), generator=generator, device=model.device)
     denoise = model.denoiser()
+    batches = x_T.split(batch_size)
+    steps_per_batch = options.get("steps") or inspect.signature(sample_fn).parameters["steps"].default
+    bar = tqdm(
+        total=len(batches) * (steps_per_batch or model.schedule.num_timesteps),
+        disable=not progress,
+        desc=f"sampling {n} images ({sampler})",
+        unit="step",
+    )
+
+    def step_callback(i, t, x_t, x0):
+        bar.update(1)
+        if callback is not None:
+            callback(i, t, x_t, x0)
+
     chunks = [
-        sample_fn(denoise, model.schedule, chunk, generator=generator, callback=callback, **options)
-        for chunk in x_T.split(batch_size)
+        sample_fn(denoise, model.schedule, chunk, generator=generator, callback=step_callback, **options)
+        for chunk in batches
     ]
+    bar.close()
     return torch.cat(chunks).clamp(-1, 1)

@@ -91,9 +91,14 @@ def _sample_parser(sub, common) -> None:
 
 def _metrics_options(p) -> None:
     p.add_argument("--n", type=int, default=2048, help="images per set (quote FID with its n)")
-    p.add_argument("--metrics", default="fid,kid", help="comma-separated: fid, kid, pr")
+    p.add_argument(
+        "--metrics",
+        default="fid,kid",
+        help="comma-separated: fid, kid, pr, is (is_mnist: the "
+        "Inception-Score analogue with tinydiff's own digit classifier, not the ImageNet IS)",
+    )
     p.add_argument("--no-floor", dest="floor", action="store_false", help="skip the real-vs-real floor")
-    p.add_argument("--inception-batch", type=int, default=50)
+    p.add_argument("--inception-batch", type=int, default=None, help="default: 8 on CPU, 200 on GPU")
     p.add_argument("--device", default="cpu")
 
 
@@ -133,7 +138,7 @@ def _cmd_eval(args) -> None:
     model = load(args.ckpt, device=args.device)
     reference = args.ref or model.config["data"]["spec"]
     options = {"eta": args.eta} if args.eta is not None else {}
-    images = sample(model, args.n, sampler=args.sampler, steps=args.steps, seed=args.seed, **options)
+    images = sample(model, args.n, sampler=args.sampler, steps=args.steps, seed=args.seed, progress=True, **options)
     out = Path(args.out or Path(args.ckpt) / f"eval-{args.sampler}-{args.steps}-n{args.n}.npz")
     np.savez(out, x=to_uint8(images).cpu().permute(0, 2, 3, 1).numpy())
     print(f"samples: {out}", file=sys.stderr)
@@ -178,6 +183,7 @@ def _cmd_sample(args) -> None:
             seed=args.seed,
             batch_size=args.batch_size,
             callback=callback,
+            progress=args.n >= 256,
             **options,
         )
     except TypeError as err:  # an option the chosen sampler does not take

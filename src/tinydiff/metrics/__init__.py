@@ -8,7 +8,7 @@ from .fid import fid
 from .kid import kid
 from .precision_recall import precision_recall
 
-METRICS = ("fid", "kid", "pr")
+METRICS = ("fid", "kid", "pr")  # over Inception features; "is" (is_mnist) is computed in reference.score
 
 
 def compare(features_a: np.ndarray, features_b: np.ndarray, metrics=METRICS) -> dict:

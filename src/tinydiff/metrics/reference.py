@@ -18,6 +18,7 @@ import torch
 from ..data import ImageData, load_dataset
 from ..data.fetch import DATASETS, cache_dir
 from ..errors import TinydiffError
+from .classifier import class_probabilities, inception_score, load_classifier
 from .inception import PREPROCESSING, InceptionFeatures
 
 
@@ -38,6 +39,11 @@ def draw(data: ImageData, n: int, index: int, seed: int = 0) -> torch.Tensor:
     return data.images[order[index * n : (index + 1) * n]]
 
 
+def images_of(spec: str, n: int, index: int = 0) -> torch.Tensor:
+    """uint8 images of draw ``index`` of n from a dataset spec, an .npz or a folder."""
+    return draw(load_dataset(canonical_spec(spec) if is_dataset_spec(spec) else str(spec)), n, index)
+
+
 def features(spec: str, n: int, extractor: InceptionFeatures, index: int = 0, log=print) -> np.ndarray:
     """Features [n, 2048] of draw ``index`` of an image set (dataset spec, .npz or folder).
 
@@ -49,7 +55,7 @@ def features(spec: str, n: int, extractor: InceptionFeatures, index: int = 0, lo
     path = cache_dir() / "features" / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', key)}.npy"
     if dataset and path.exists():
         return np.load(path).astype(np.float64)
-    images = draw(load_dataset(spec), n, index)
+    images = images_of(spec, n, index)
     log(f"computing Inception features of {spec} (n = {n}, draw {index})")
     result = extractor(images, progress=True)
     if dataset:
@@ -68,20 +74,34 @@ def score(
     from . import compare
 
     same = str(spec_a) == str(spec_b)
-    a = features(spec_a, n, extractor, index=1 if same else 0, log=log)
-    b = features(spec_b, n, extractor, index=0, log=log)
+    index_a = 1 if same else 0
+    feature_metrics = [m for m in metrics if m != "is"]
     report = {
         "a": str(spec_a),
         "b": str(spec_b),
         "n": n,
         "weights": extractor.weights_hash,
         "preprocessing": PREPROCESSING,
-        **compare(a, b, metrics),
     }
+    if feature_metrics:
+        a = features(spec_a, n, extractor, index=index_a, log=log)
+        b = features(spec_b, n, extractor, index=0, log=log)
+        report.update(compare(a, b, feature_metrics))
+    if "is" in metrics:  # the classifier of the reference dataset, e.g. is_mnist
+        name = str(spec_b).partition(":")[0] if is_dataset_spec(spec_b) else None
+        if name is None:
+            raise TinydiffError("the 'is' metric needs a dataset spec (e.g. mnist) as the reference")
+        classifier = load_classifier(name)
+        report[f"is_{name}"], report[f"is_{name}_std"] = inception_score(
+            class_probabilities(classifier, images_of(spec_a, n, index_a))
+        )
     if floor:
         try:
-            b1 = a if same else features(spec_b, n, extractor, index=1, log=log)
-            report.update({f"{k}_floor": v for k, v in compare(b1, b, metrics).items()})
+            if feature_metrics:
+                b1 = a if same else features(spec_b, n, extractor, index=1, log=log)
+                report.update({f"{k}_floor": v for k, v in compare(b1, b, feature_metrics).items()})
+            if "is" in metrics:  # the same score on real images of the reference
+                report[f"is_{name}_real"], _ = inception_score(class_probabilities(classifier, images_of(spec_b, n, 0)))
         except TinydiffError as err:
             report["floor"] = f"not available: {err}"
     return report

@@ -1,0 +1,206 @@
+"""Samplers side by side: accuracy per network evaluation, and sampling throughput.
+
+1. Analytic Gaussian data N(mu, s^2) with its exact denoiser: error |mean - mu| + |std - s| of
+   40,000 samples for each sampler at a budget of network evaluations (NFE).
+2. A trained model (--ckpt): for the deterministic samplers, the RMS distance of x_0 to the
+   reference solution of the same probability-flow ODE from the same x_T (DDIM with 1000
+   steps); with --fid-n, FID of n samples against n MNIST training images.
+3. Throughput: images/s of DDIM-50 for --throughput-n images, tinydiff's sampler vs diffusers'
+   DDIMPipeline (same DDIM schedule, same diffusers UNet2DModel, interleaved rounds).
+
+    python benchmarks/samplers.py [--ckpt runs/demo --fid-n 512 --throughput-n 256 --json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from tinydiff.objectives import as_denoiser
+from tinydiff.samplers import SAMPLERS
+from tinydiff.schedule import NoiseSchedule, broadcast
+
+# (label, sampler, options, steps for a budget of nfe evaluations)
+CONFIGS = [
+    ("ddim", "ddim", {}, lambda nfe: nfe),
+    ("ddpm", "ddpm", {}, lambda nfe: nfe),
+    ("pndm", "pndm", {}, lambda nfe: nfe - 1),
+    ("heun", "heun", {}, lambda nfe: (nfe + 1) // 2),
+    ("dpm++2m (trailing)", "dpm++2m", {"spacing": "trailing"}, lambda nfe: nfe),
+]
+DETERMINISTIC = {"ddim", "pndm", "heun", "dpm++2m (trailing)"}
+
+
+def gaussian_denoiser(schedule, mu, s):
+    def denoise(x_t, t):
+        a = broadcast(schedule.alpha_bar_at(torch.as_tensor(t).expand(len(x_t))), x_t)
+        eps = (1 - a).sqrt() * (x_t - a.sqrt() * mu) / (a * s**2 + 1 - a)
+        return eps, (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+
+    return denoise
+
+
+def gaussian_table(budgets) -> dict:
+    schedule, mu, s = NoiseSchedule.create("linear"), 0.3, 0.5
+    x_T = torch.randn(40_000, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    table = {}
+    for label, name, options, steps_for in CONFIGS:
+        for nfe in budgets:
+            out = SAMPLERS[name](
+                gaussian_denoiser(schedule, mu, s),
+                schedule,
+                x_T,
+                steps=steps_for(nfe),
+                clip_x0=False,
+                generator=torch.Generator().manual_seed(1),
+                **options,
+            )
+            table[(label, nfe)] = abs(out.mean().item() - mu) + abs(out.std().item() - s)
+    return table
+
+
+def _run(label, name, options, steps_for, nfe, model, x_T):
+    kwargs = dict(steps=steps_for(nfe), generator=torch.Generator().manual_seed(2), **options)
+    return SAMPLERS[name](model.denoiser(), model.schedule, x_T, **kwargs)
+
+
+@torch.inference_mode()
+def ode_errors(model, budgets, n: int) -> dict:
+    """RMS distance of each deterministic sampler's x_0 to the DDIM-1000 solution from the same x_T."""
+    x_T = torch.randn(n, *model.image_shape, generator=torch.Generator().manual_seed(0))
+    reference = SAMPLERS["ddim"](model.denoiser(), model.schedule, x_T, steps=1000)
+    return {
+        (c[0], nfe): float((_run(*c, nfe, model, x_T) - reference).pow(2).mean().sqrt())
+        for c in CONFIGS
+        if c[0] in DETERMINISTIC
+        for nfe in budgets
+    }
+
+
+@torch.inference_mode()
+def fid_table(model, budgets, n: int) -> dict:
+    """FID of n samples per (sampler, NFE) against n MNIST training images (cached features)."""
+    from tinydiff.metrics.fid import fid
+    from tinydiff.metrics.inception import InceptionFeatures
+    from tinydiff.metrics.reference import features
+    from tinydiff.viz import to_uint8
+
+    extractor = InceptionFeatures(log=lambda m: print(m, file=sys.stderr))
+    real = features("mnist:train", n, extractor)
+    x_T = torch.randn(n, *model.image_shape, generator=torch.Generator().manual_seed(1))
+    table = {}
+    for config in CONFIGS:
+        for nfe in budgets:
+            images = to_uint8(_run(*config, nfe, model, x_T).clamp(-1, 1))
+            table[(config[0], nfe)] = fid(extractor(images), real)
+            print(f"{config[0]} NFE {nfe}: FID {table[(config[0], nfe)]:.2f}", file=sys.stderr)
+    return table
+
+
+@torch.inference_mode()
+def throughput(n: int, rounds: int) -> dict:
+    from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=28,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(32, 64, 128),
+        layers_per_block=2,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    ).eval()
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True)
+    pipeline = DDIMPipeline(unet=unet, scheduler=scheduler)
+    pipeline.set_progress_bar_config(disable=True)
+    schedule = NoiseSchedule.create("linear")
+    denoise = as_denoiser(lambda x, t: unet(x, t).sample, schedule, "eps")
+
+    def ours():
+        x_T = torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+        return SAMPLERS["ddim"](denoise, schedule, x_T, steps=50, spacing="leading")
+
+    def theirs():
+        return pipeline(
+            batch_size=n, num_inference_steps=50, eta=0.0, output_type="pt", generator=torch.Generator().manual_seed(0)
+        ).images
+
+    speeds = {"tinydiff ddim": [], "diffusers DDIMPipeline": []}
+    for _ in range(rounds):
+        for label, fn in (("tinydiff ddim", ours), ("diffusers DDIMPipeline", theirs)):
+            start = time.perf_counter()
+            fn()
+            speeds[label].append(n / (time.perf_counter() - start))
+    return {label: statistics.median(v) for label, v in speeds.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budgets", default="5,10,20,50,100")
+    parser.add_argument("--ckpt", default=None, help="a trained MNIST checkpoint for part 2")
+    parser.add_argument("--n", type=int, default=256, help="images for the ODE-error comparison")
+    parser.add_argument("--fid-n", type=int, default=0, help="images per FID (0: no FID)")
+    parser.add_argument("--fid-budgets", default="10,20,50")
+    parser.add_argument("--throughput-n", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--json", default="benchmarks/results/samplers.json")
+    args = parser.parse_args()
+    budgets = [int(b) for b in args.budgets.split(",")]
+    result = {}
+
+    table = gaussian_table(budgets)
+    print("\nAnalytic Gaussian N(0.3, 0.5^2): |mean - mu| + |std - s| by network evaluations\n")
+    print("| sampler | " + " | ".join(f"NFE {b}" for b in budgets) + " |")
+    print("|---|" + "---:|" * len(budgets))
+    for label, *_ in CONFIGS:
+        print(f"| {label} | " + " | ".join(f"{table[(label, b)]:.4f}" for b in budgets) + " |")
+    result["gaussian"] = {f"{k[0]}@{k[1]}": v for k, v in table.items()}
+
+    if args.ckpt:
+        from tinydiff import load
+
+        model = load(args.ckpt)
+        fid_budgets = [int(b) for b in args.fid_budgets.split(",")]
+        ode = ode_errors(model, budgets, args.n)
+        print(f"\n{args.ckpt}: RMS distance of x_0 to the DDIM-1000 solution from the same x_T (n = {args.n})\n")
+        print("| sampler | " + " | ".join(f"NFE {b}" for b in budgets) + " |")
+        print("|---|" + "---:|" * len(budgets))
+        for label, *_ in CONFIGS:
+            if label in DETERMINISTIC:
+                print(f"| {label} | " + " | ".join(f"{ode[(label, b)]:.4f}" for b in budgets) + " |")
+        result["ode_error"] = {f"{k[0]}@{k[1]}": v for k, v in ode.items()}
+        if args.fid_n:
+            fids = fid_table(model, fid_budgets, args.fid_n)
+            print(f"\n{args.ckpt}: FID against MNIST train, n = {args.fid_n} vs {args.fid_n}\n")
+            print("| sampler | " + " | ".join(f"NFE {b}" for b in fid_budgets) + " |")
+            print("|---|" + "---:|" * len(fid_budgets))
+            for label, *_ in CONFIGS:
+                print(f"| {label} | " + " | ".join(f"{fids[(label, b)]:.2f}" for b in fid_budgets) + " |")
+            result["fid"] = {f"{k[0]}@{k[1]}": v for k, v in fids.items()}
+
+    if args.throughput_n:
+        speeds = throughput(args.throughput_n, args.rounds)
+        print(
+            f"\nDDIM, 50 steps, {args.throughput_n} images, diffusers UNet2DModel (core config), "
+            f"{torch.get_num_threads()} threads, median of {args.rounds} rounds\n"
+        )
+        print("| sampler loop | images/s |")
+        print("|---|---:|")
+        for label, speed in speeds.items():
+            print(f"| {label} | {speed:.2f} |")
+        result["throughput"] = speeds
+
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
