@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from baselines import diffusers_unet
 
 from tinydiff.objectives import as_denoiser
 from tinydiff.samplers import SAMPLERS
@@ -105,18 +106,10 @@ def fid_table(model, budgets, n: int) -> dict:
 
 @torch.inference_mode()
 def throughput(n: int, rounds: int) -> dict:
-    from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
+    from diffusers import DDIMPipeline, DDIMScheduler
 
     torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=28,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(32, 64, 128),
-        layers_per_block=2,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-    ).eval()
+    unet = diffusers_unet().eval()
     scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True)
     pipeline = DDIMPipeline(unet=unet, scheduler=scheduler)
     pipeline.set_progress_bar_config(disable=True)
@@ -141,6 +134,14 @@ def throughput(n: int, rounds: int) -> dict:
     return {label: statistics.median(v) for label, v in speeds.items()}
 
 
+def print_nfe_table(title: str, table: dict, budgets, digits: int = 4) -> None:
+    print(f"\n{title}\n")
+    print("| sampler | " + " | ".join(f"NFE {b}" for b in budgets) + " |")
+    print("|---|" + "---:|" * len(budgets))
+    for label in dict.fromkeys(label for label, _ in table):
+        print(f"| {label} | " + " | ".join(f"{table[(label, b)]:.{digits}f}" for b in budgets) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", default="5,10,20,50,100")
@@ -156,11 +157,7 @@ def main() -> None:
     result = {}
 
     table = gaussian_table(budgets)
-    print("\nAnalytic Gaussian N(0.3, 0.5^2): |mean - mu| + |std - s| by network evaluations\n")
-    print("| sampler | " + " | ".join(f"NFE {b}" for b in budgets) + " |")
-    print("|---|" + "---:|" * len(budgets))
-    for label, *_ in CONFIGS:
-        print(f"| {label} | " + " | ".join(f"{table[(label, b)]:.4f}" for b in budgets) + " |")
+    print_nfe_table("Analytic Gaussian N(0.3, 0.5^2): |mean - mu| + |std - s| by network evaluations", table, budgets)
     result["gaussian"] = {f"{k[0]}@{k[1]}": v for k, v in table.items()}
 
     if args.ckpt:
@@ -169,20 +166,14 @@ def main() -> None:
         model = load(args.ckpt)
         fid_budgets = [int(b) for b in args.fid_budgets.split(",")]
         ode = ode_errors(model, budgets, args.n)
-        print(f"\n{args.ckpt}: RMS distance of x_0 to the DDIM-1000 solution from the same x_T (n = {args.n})\n")
-        print("| sampler | " + " | ".join(f"NFE {b}" for b in budgets) + " |")
-        print("|---|" + "---:|" * len(budgets))
-        for label, *_ in CONFIGS:
-            if label in DETERMINISTIC:
-                print(f"| {label} | " + " | ".join(f"{ode[(label, b)]:.4f}" for b in budgets) + " |")
+        title = f"{args.ckpt}: RMS distance of x_0 to the DDIM-1000 solution from the same x_T (n = {args.n})"
+        print_nfe_table(title, ode, budgets)
         result["ode_error"] = {f"{k[0]}@{k[1]}": v for k, v in ode.items()}
         if args.fid_n:
             fids = fid_table(model, fid_budgets, args.fid_n)
-            print(f"\n{args.ckpt}: FID against MNIST train, n = {args.fid_n} vs {args.fid_n}\n")
-            print("| sampler | " + " | ".join(f"NFE {b}" for b in fid_budgets) + " |")
-            print("|---|" + "---:|" * len(fid_budgets))
-            for label, *_ in CONFIGS:
-                print(f"| {label} | " + " | ".join(f"{fids[(label, b)]:.2f}" for b in fid_budgets) + " |")
+            print_nfe_table(
+                f"{args.ckpt}: FID against MNIST train, n = {args.fid_n} vs {args.fid_n}", fids, fid_budgets, digits=2
+            )
             result["fid"] = {f"{k[0]}@{k[1]}": v for k, v in fids.items()}
 
     if args.throughput_n:

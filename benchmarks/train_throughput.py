@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from baselines import diffusers_unet
 
 from tinydiff.nets import PRESETS, build_net, count_params, gflops_per_image, net_config
 
@@ -30,17 +31,7 @@ class DiffusersUNet(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        from diffusers import UNet2DModel
-
-        self.unet = UNet2DModel(
-            sample_size=28,
-            in_channels=1,
-            out_channels=1,
-            block_out_channels=(32, 64, 128),
-            layers_per_block=2,
-            down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
-            up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-        )
+        self.unet = diffusers_unet()
 
     def forward(self, x, t, y=None):
         return self.unet(x, t).sample

@@ -191,29 +191,11 @@ def test_shipped_mnist_classifier_accuracy():
 
 def test_eval_command_samples_a_checkpoint_and_scores_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(inception_module, "InceptionFeatures", FakeInception)
-    np.savez(tmp_path / "train.npz", x=digit_like_images(64, size=28))
-    run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--data",
-                str(tmp_path / "train.npz"),
-                "--out",
-                str(run),
-                "--steps",
-                "2",
-                "--batch-size",
-                "8",
-                "--sample-grid",
-                "0",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    data, run, out = tmp_path / "train.npz", tmp_path / "run", tmp_path / "s.npz"
+    np.savez(data, x=digit_like_images(64, size=28))
+    assert main(f"train --data {data} --out {run} --steps 2 --batch-size 8 --sample-grid 0 --no-progress".split()) == 0
     capsys.readouterr()
-    assert main(["eval", "--ckpt", str(run), "--n", "16", "--steps", "3", "--out", str(tmp_path / "s.npz")]) == 0
+    assert main(f"eval --ckpt {run} --n 16 --steps 3 --out {out}".split()) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["n"] == 16 and report["b"] == str(tmp_path / "train.npz") and "fid_floor" in report
-    assert np.load(tmp_path / "s.npz")["x"].shape == (16, 28, 28, 1)
+    assert report["n"] == 16 and report["b"] == str(data) and "fid_floor" in report
+    assert np.load(out)["x"].shape == (16, 28, 28, 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,9 @@ class InceptionFeatures:
         self.weights_hash = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         self.device = torch.device(device)
         self.batch_size = batch_size or (8 if self.device.type == "cpu" else 200)
-        self.model = torch.jit.load(str(path), map_location=self.device).eval()
+        with warnings.catch_warnings():  # torch 2.13 deprecates jit.load; the weights exist only as TorchScript
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.model = torch.jit.load(str(path), map_location=self.device).eval()
         assert not self.model.training, "the FID network must run in eval mode"
 
     @torch.inference_mode()
