@@ -12,8 +12,9 @@ update is x = D; a second-order D would need 1 / (2 r) with r = h_{i-1} / inf = 
 and returns the data prediction x0 at the last timestep of tau. This is what diffusers'
 ``DPMSolverMultistepScheduler`` does with ``final_sigmas_type="zero"`` (its last step is then first order
 whatever ``lower_order_final`` says). Like diffusers' spacings for this solver, use a trajectory that does not
-end at t = 0 ("trailing"): ending there makes the step into t = 0 several times longer in lambda than the one
-before it, and the second-order extrapolation of x0 over it costs accuracy at small step counts.
+end at t = 0 ("trailing", the default): ending there makes the step into t = 0 several times longer in
+lambda than the one before it, and the second-order extrapolation of x0 over it costs accuracy at small
+step counts.
 Deterministic. Network evaluations: ``steps``.
 """
 
@@ -34,7 +35,7 @@ def sample(
     x_T: torch.Tensor,
     *,
     steps: int = 50,
-    spacing: str = "uniform",
+    spacing: str = "trailing",  # see the module docstring: trajectories ending at t = 0 cost accuracy
     clip_x0: bool = True,
     generator: torch.Generator | None = None,
     callback=None,
