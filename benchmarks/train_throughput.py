@@ -113,6 +113,13 @@ def main() -> None:
             f"| {name} | {row['params'] / 1e6:.2f} | {row['gflops_per_image']:.3f} | "
             f"{row['train_images_per_s']:.1f} | {row['train_images_per_s'] / reference:.2f}x |"
         )
+    print("\nSampling: forward passes per second (inference mode)\n")
+    print("| network | batch 256, NCHW | batch 64, NCHW | batch 64, channels_last |")
+    print("|---|---:|---:|---:|")
+    for name in inference:
+        speeds = [statistics.median(forward[(name, *layout)]) for layout in layouts]
+        rows[name]["forward_images_per_s"] = dict(zip(["256_nchw", "64_nchw", "64_channels_last"], speeds))
+        print(f"| {name} | " + " | ".join(f"{v:.0f}" for v in speeds) + " |")
     result = {
         "batch_size": args.batch_size,
         "threads": torch.get_num_threads(),

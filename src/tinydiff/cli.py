@@ -98,7 +98,7 @@ def _metrics_options(p) -> None:
         "Inception-Score analogue with tinydiff's own digit classifier, not the ImageNet IS)",
     )
     p.add_argument("--no-floor", dest="floor", action="store_false", help="skip the real-vs-real floor")
-    p.add_argument("--inception-batch", type=int, default=None, help="default: 8 on CPU, 200 on GPU")
+    p.add_argument("--inception-batch", type=int, default=None, help="default: 4 on CPU, 200 on GPU")
     p.add_argument("--device", default="cpu")
 
 

@@ -71,7 +71,7 @@ class InceptionFeatures:
         path = fetch_inception(log)
         self.weights_hash = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         self.device = torch.device(device)
-        self.batch_size = batch_size or (8 if self.device.type == "cpu" else 200)
+        self.batch_size = batch_size or (4 if self.device.type == "cpu" else 200)
         with warnings.catch_warnings():  # torch 2.13 deprecates jit.load; the weights exist only as TorchScript
             warnings.simplefilter("ignore", DeprecationWarning)
             self.model = torch.jit.load(str(path), map_location=self.device).eval()
