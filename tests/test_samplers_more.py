@@ -1,6 +1,7 @@
 """PNDM (PLMS), Heun and DPM-Solver++(2M): closed-form accuracy with the exact Gaussian denoiser, the sampler
 contract (callback, determinism, network evaluations), and parity of all samplers with diffusers' schedulers."""
 
+import inspect
 import math
 
 import pytest
@@ -129,7 +130,8 @@ def test_network_evaluations(name, steps, evaluations):
     denoise, calls = _counting(gaussian_denoiser(schedule, MU, S))
     SAMPLERS[name](denoise, schedule, _x_T((4, 1)), steps=steps)
     assert len(calls) == evaluations
-    assert set(calls) <= set(schedule.timesteps(steps, "uniform").tolist())  # only on the trajectory's timesteps
+    spacing = inspect.signature(SAMPLERS[name]).parameters["spacing"].default
+    assert set(calls) <= set(schedule.timesteps(steps, spacing).tolist())  # only on the trajectory's timesteps
 
 
 @pytest.mark.parametrize("name", NEW)

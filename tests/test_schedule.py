@@ -81,6 +81,7 @@ def test_trajectory_values():
     uniform = s.timesteps(50, "uniform")
     assert uniform[0] == 999 and uniform[-1] == 0
     assert s.timesteps(1000, "uniform").tolist() == list(range(999, -1, -1))
+    assert s.timesteps(1, "uniform").tolist() == [999]  # one step starts from pure noise
     with pytest.raises(ValueError, match="steps must be in"):
         s.timesteps(1001)
     assert s.timesteps(50, "quadratic")[-4:].tolist() == [3, 2, 1, 0]  # DDIM's 0, 0, 1, 3 made distinct

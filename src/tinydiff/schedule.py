@@ -104,7 +104,8 @@ class NoiseSchedule:
         if not 1 <= num_steps <= T:
             raise ValueError(f"number of steps must be in [1, {T}], got {num_steps}")
         if spacing == "uniform":
-            steps = torch.linspace(0, T - 1, num_steps, dtype=torch.float64).round().long()
+            # from the top: with S = 1 the single step is T-1 (pure noise), not 0
+            steps = torch.linspace(T - 1, 0, num_steps, dtype=torch.float64).round().long()
         elif spacing == "leading":
             steps = torch.arange(num_steps, dtype=torch.long) * (T // num_steps)
         elif spacing == "trailing":
