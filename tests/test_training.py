@@ -172,3 +172,17 @@ def test_bfloat16_autocast_trains(npz, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["loss"]) for r in log)
     assert load(tmp_path / "run").net.stem.weight.dtype == torch.float32  # weights stay float32
+
+
+def test_python_api_train_load_sample(npz, tmp_path):
+    import tinydiff
+
+    ckpt = tinydiff.train(data=npz, out=str(tmp_path / "run"), steps=2, batch_size=8, sample_grid=4, progress=False)
+    assert ckpt.name == "ckpt-0000002" and (tmp_path / "run" / "samples.png").exists()
+    model = tinydiff.load(tmp_path / "run")
+    a = tinydiff.sample(model, n=5, sampler="ddim", steps=3, seed=1, batch_size=2)
+    b = tinydiff.sample(model, n=5, sampler="ddim", steps=3, seed=1, batch_size=5)
+    assert a.shape == (5, 1, 8, 8) and a.min() >= -1 and a.max() <= 1
+    torch.testing.assert_close(a, b)  # x_T is drawn for all images first: batching does not change DDIM's output
+    with pytest.raises(ValueError, match="positive"):
+        tinydiff.sample(model, n=0)
