@@ -110,7 +110,7 @@ def _cmd_fetch(args) -> None:
         print(fetch_inception() if name == "inception" else fetch(name, force=args.force))
 
 
-def _score(args, spec_a: str, spec_b: str) -> None:
+def _score(args, spec_a: str, spec_b: str) -> dict:
     import json
 
     from .metrics.inception import InceptionFeatures
@@ -129,18 +129,16 @@ def _cmd_fid(args) -> None:
 
 
 def _cmd_eval(args) -> None:
-    import numpy as np
-
     from .api import sample
     from .model import load
-    from .viz import to_uint8
+    from .viz import save_npz
 
     model = load(args.ckpt, device=args.device)
     reference = args.ref or model.config["data"]["spec"]
     options = {"eta": args.eta} if args.eta is not None else {}
     images = sample(model, args.n, sampler=args.sampler, steps=args.steps, seed=args.seed, progress=True, **options)
     out = Path(args.out or Path(args.ckpt) / f"eval-{args.sampler}-{args.steps}-n{args.n}.npz")
-    np.savez(out, x=to_uint8(images).cpu().permute(0, 2, 3, 1).numpy())
+    save_npz(images, out)
     print(f"samples: {out}", file=sys.stderr)
     _score(args, str(out), reference)
 
@@ -157,11 +155,10 @@ def _cmd_train(args) -> None:
 
 
 def _cmd_sample(args) -> None:
-    import numpy as np
 
     from .api import sample
     from .model import load
-    from .viz import save_grid, save_trajectory, to_uint8
+    from .viz import save_grid, save_npz, save_trajectory
 
     model = load(args.ckpt, device=args.device)
     names = ("eta", "sigma_hat", "variance", "spacing", "clip_x0")
@@ -192,12 +189,11 @@ def _cmd_sample(args) -> None:
     if args.trajectory:
         gif, strip = save_trajectory(states, predictions, args.trajectory)
         print(f"trajectory: {gif} {strip}")
-    pixels = to_uint8(images).cpu()
     if args.npz:
-        np.savez(args.npz, x=pixels.permute(0, 2, 3, 1).numpy())
+        save_npz(images, args.npz)
         print(f"npz: {args.npz}")
     if args.png_dir:
-        for i, image in enumerate(pixels):
+        for i, image in enumerate(images):
             save_grid(image[None], Path(args.png_dir) / f"{i:05d}.png", padding=0, scale=1)
         print(f"pngs: {args.png_dir}")
 

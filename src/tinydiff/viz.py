@@ -16,6 +16,12 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
+def save_npz(images: torch.Tensor, path: str | Path) -> Path:
+    """Write images as uint8 NHWC under the key ``x`` (the layout other FID tools read too)."""
+    np.savez(path, x=to_uint8(images).cpu().permute(0, 2, 3, 1).numpy())
+    return Path(path)
+
+
 def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:
     """images [N, C, H, W] (float in [-1, 1] or uint8) -> one uint8 array [H', W', C] of nrow columns."""
     images = to_uint8(images.detach().cpu())
