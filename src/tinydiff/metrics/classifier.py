@@ -82,7 +82,7 @@ def accuracy(probabilities: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def train_classifier(
-    dataset: str = "mnist", epochs: int = 2, batch_size: int = 128, seed: int = 0, log=print
+    dataset: str = "mnist", epochs: int = 4, batch_size: int = 128, seed: int = 0, log=print
 ) -> tuple[DigitClassifier, float]:
     """Train on ``dataset``'s training split (Adam, one-cycle), return (net, test accuracy)."""
     from ..data import load_dataset

@@ -8,7 +8,6 @@ repeated to 3 channels, bilinear resize to 299x299 (align_corners=False), scale 
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 
@@ -64,8 +63,8 @@ class InceptionFeatures:
     """
 
     def __init__(self, device: str | torch.device = "cpu", batch_size: int | None = None, log=print):
-        path = fetch_inception(log)
-        self.weights_hash = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        path = fetch_inception(log)  # verified against WEIGHTS_SHA256 when it was cached
+        self.weights_hash = WEIGHTS_SHA256[:16]
         self.device = torch.device(device)
         self.batch_size = batch_size or (4 if self.device.type == "cpu" else 200)
         with warnings.catch_warnings():  # torch 2.13 deprecates jit.load; the weights exist only as TorchScript
