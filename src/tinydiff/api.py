@@ -8,24 +8,33 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .errors import TinydiffError
 from .model import DiffusionModel, load
 from .samplers import get_sampler
-from .training import TrainConfig, Trainer
+from .samplers.guidance import check_labels
+from .samplers.inversion import invert as ddim_invert
+from .training import TrainConfig, Trainer, distributed
 from .viz import save_grid
 
 
 def train(
     data: str = "mnist", out: str = "runs/mnist", *, resume: bool = False, progress: bool = True, **options
 ) -> Path:
-    """Train a model (options: the fields of :class:`TrainConfig`); returns the final checkpoint.
+    """Train a model (options: the fields of :class:`TrainConfig`); returns the final checkpoint
+    (None on the ranks other than 0 of a torchrun launch).
 
     Writes ``out/ckpt-*/``, ``out/log.jsonl`` and, unless ``sample_grid=0``, a grid of EMA
     samples (DDIM, 50 steps) as ``out/samples.png``.
     """
     config = TrainConfig(data=data, out=str(out), **options)
-    ckpt = Trainer(config, resume=resume).run(progress=progress)
-    if config.sample_grid:
-        images = sample(load(ckpt), n=config.sample_grid, sampler="ddim", steps=50, seed=config.seed)
+    with distributed.session(config.device) as ctx:  # a process group when started by torchrun
+        ckpt = Trainer(config, resume=resume).run(progress=progress)
+    if config.sample_grid and ctx.is_main:
+        model = load(ckpt)
+        labels = None
+        if model.num_classes:  # a conditional model: the classes in turn
+            labels = torch.arange(config.sample_grid) % model.num_classes
+        images = sample(model, n=config.sample_grid, sampler="ddim", steps=50, seed=config.seed, labels=labels)
         save_grid(images, Path(out) / "samples.png")
     return ckpt
 
@@ -39,6 +48,9 @@ def sample(
     steps: int | None = None,
     seed: int = 0,
     batch_size: int = 64,
+    labels=None,
+    guidance: float = 0.0,
+    x_T: torch.Tensor | None = None,
     callback=None,
     progress: bool = False,
     **options,
@@ -48,6 +60,10 @@ def sample(
     x_T for all n images is drawn first from a generator seeded with ``seed``, so deterministic
     samplers (DDIM, eta = 0) give the same images whatever ``batch_size``. ``options`` go to
     the sampler (e.g. eta, spacing, clip_x0, variance). ``progress`` shows a bar of sampler steps.
+    ``labels`` (an int, a sequence or a tensor of n class labels) samples a conditional model
+    with classifier-free guidance weight ``guidance`` (eps = (1 + w) eps_c - w eps_null); without
+    labels a conditional model samples unconditionally (its null class). ``x_T`` [n, C, H, W] gives
+    the starting noise (e.g. latents from :func:`invert`) instead of drawing it.
     """
     if not isinstance(model, DiffusionModel):
         model = load(model)
@@ -57,9 +73,18 @@ def sample(
     if steps is not None:
         options["steps"] = steps
     generator = torch.Generator(model.device).manual_seed(seed)
-    x_T = torch.randn((n, *model.image_shape), generator=generator, device=model.device)
-    denoise = model.denoiser()
+    if x_T is None:
+        x_T = torch.randn((n, *model.image_shape), generator=generator, device=model.device)
+    else:
+        x_T = check_images(x_T, model, "x_T").to(model.device, torch.float32)
+        if len(x_T) != n:
+            raise ValueError(f"x_T holds {len(x_T)} latents for n = {n}")
+    if labels is not None:
+        labels = check_labels(labels, model.num_classes, n)
+    if guidance and labels is None:
+        raise TinydiffError("guidance needs class labels")
     batches = x_T.split(batch_size)
+    label_batches = [None] * len(batches) if labels is None else labels.split(batch_size)
     steps_per_batch = options.get("steps") or inspect.signature(sample_fn).parameters["steps"].default
     bar = tqdm(
         total=len(batches) * (steps_per_batch or model.schedule.num_timesteps),
@@ -74,8 +99,55 @@ def sample(
             callback(i, t, x_t, x0)
 
     chunks = [
-        sample_fn(denoise, model.schedule, chunk, generator=generator, callback=step_callback, **options)
-        for chunk in batches
+        sample_fn(
+            model.denoiser(y, guidance), model.schedule, chunk, generator=generator, callback=step_callback, **options
+        )
+        for chunk, y in zip(batches, label_batches)
     ]
     bar.close()
     return torch.cat(chunks).clamp(-1, 1)
+
+
+def check_images(images: torch.Tensor, model: DiffusionModel, what: str = "images") -> torch.Tensor:
+    """Refuse images whose [C, H, W] is not the checkpoint's, with a message saying both."""
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(model.image_shape):
+        raise TinydiffError(
+            f"{what} have shape {tuple(images.shape[1:])} per image, but the checkpoint was trained on "
+            f"{tuple(model.image_shape)} (channels, height, width)"
+        )
+    return images
+
+
+@torch.inference_mode()
+def invert(
+    model: DiffusionModel | str | Path,
+    images: torch.Tensor,
+    *,
+    steps: int = 50,
+    spacing: str = "uniform",
+    labels=None,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> torch.Tensor:
+    """DDIM inversion (samplers/inversion.py): images [N, C, H, W] (uint8, or float in [-1, 1]) ->
+    latents x_T [N, C, H, W] that ``decode(model, latents, steps=steps, spacing=spacing)``
+    (DDIM, eta = 0, no clipping) maps back to the images."""
+    if not isinstance(model, DiffusionModel):
+        model = load(model)
+    images = check_images(images, model)
+    x_0 = images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images.float()
+    if labels is not None:
+        labels = check_labels(labels, model.num_classes, len(x_0))
+    chunks = []
+    for i in tqdm(range(0, len(x_0), batch_size), disable=not progress, desc="inverting", unit="batch"):
+        y = None if labels is None else labels[i : i + batch_size]
+        x = x_0[i : i + batch_size].to(model.device)
+        chunks.append(ddim_invert(model.denoiser(y), model.schedule, x, steps=steps, spacing=spacing))
+    return torch.cat(chunks)
+
+
+def decode(model: DiffusionModel, latents: torch.Tensor, *, steps: int = 50, spacing: str = "uniform", **options):
+    """The deterministic DDIM (eta = 0) image of latents x_T, without clipping (the exact inverse
+    map of :func:`invert`); [N, C, H, W] in [-1, 1]."""
+    options.setdefault("clip_x0", False)
+    return sample(model, len(latents), sampler="ddim", steps=steps, spacing=spacing, x_T=latents, **options)

@@ -1,4 +1,5 @@
-"""Command line: ``tinydiff fetch | train | sample | fid | eval``, a thin layer over the Python API.
+"""Command line: ``tinydiff fetch | train | sample | fid | eval | invert | interpolate | merge | reproduce``,
+a thin layer over the Python API.
 
 Problems with the user's input end in one line on stderr and a non-zero exit; ``--debug``
 shows the traceback instead.
@@ -8,10 +9,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
+import torch
+
 from .errors import TinydiffError
+from .training import distributed
 from .training.trainer import TrainConfig
 
 DEFAULTS = TrainConfig()
@@ -46,12 +51,25 @@ def _train_parser(sub, common) -> None:
     p.add_argument("--hflip", action="store_true", help="random horizontal flips (not for digits)")
     p.add_argument("--no-time", dest="use_time", action="store_false", help="hide t from the network (ablation)")
     p.add_argument("--dropout", type=float, default=DEFAULTS.dropout)
+    p.add_argument(
+        "--conditional", action="store_true", help="class-conditional (for classifier-free guidance); needs labels"
+    )
+    p.add_argument(
+        "--p-uncond", type=float, default=DEFAULTS.p_uncond, help="label dropout: probability of the null class"
+    )
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget; stops at --steps or here")
     p.add_argument("--ckpt-every", type=int, default=DEFAULTS.ckpt_every)
     p.add_argument("--log-every", type=int, default=DEFAULTS.log_every)
     p.add_argument("--keep", type=int, default=DEFAULTS.keep, help="checkpoints to keep")
     p.add_argument("--sample-grid", type=int, default=DEFAULTS.sample_grid, help="images in the final grid (0: none)")
     p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="data-parallel processes on this machine: runs this command under torchrun (see the README)",
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=_cmd_train)
 
@@ -73,6 +91,8 @@ def _sample_parser(sub, common) -> None:
     p.add_argument("--spacing", default=None, help="trajectory: uniform, leading, trailing, quadratic")
     p.add_argument("--no-clip", dest="clip_x0", action="store_false", default=None, help="do not clip x0 to [-1, 1]")
     p.add_argument("--n", type=int, default=64, help="number of images")
+    _guidance_options(p)
+    p.add_argument("--per-class", type=int, default=8, help="with --class all: images per class (grid row)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64, help="images per network call (64 is fastest on CPU)")
     p.add_argument("--out", default="samples.png", help="PNG grid")
@@ -89,13 +109,50 @@ def _sample_parser(sub, common) -> None:
     p.set_defaults(func=_cmd_sample)
 
 
+def _guidance_options(p) -> None:
+    p.add_argument(
+        "--class",
+        dest="label",
+        default=None,
+        help="conditional models: a class index, 'all' (every class) or 'none' (the unconditional null class)",
+    )
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=0.0,
+        help="classifier-free guidance weight w: eps = (1 + w) eps(x, y) - w eps(x, null); "
+        "w = 0 is the conditional model, w is 'guidance scale' - 1",
+    )
+
+
+def _labels(label: str | None, model, n: int, per_class: int | None = None):
+    """(labels or None, number of images) for --class; 'all' gives per_class images of each class
+    in order (sample) or n labels cycling through the classes (eval)."""
+    if label is None or label == "none":
+        if label is None and model.num_classes and per_class is None:
+            label = "all"  # eval of a conditional model: balanced classes by default
+        else:
+            return None, n
+    if not model.num_classes:
+        raise TinydiffError("this model is not class-conditional (trained without --conditional): drop --class")
+    if label == "all":
+        if per_class is not None:
+            return torch.arange(model.num_classes).repeat_interleave(per_class), model.num_classes * per_class
+        return torch.arange(n) % model.num_classes, n
+    try:
+        return torch.full((n,), int(label)), n
+    except ValueError:
+        raise TinydiffError(f"--class must be a class index, 'all' or 'none', got {label!r}") from None
+
+
 def _metrics_options(p) -> None:
     p.add_argument("--n", type=int, default=2048, help="images per set (quote FID with its n)")
     p.add_argument(
         "--metrics",
         default="fid,kid",
         help="comma-separated: fid, kid, pr, is (is_mnist: the "
-        "Inception-Score analogue with tinydiff's own digit classifier, not the ImageNet IS)",
+        "Inception-Score analogue with tinydiff's own digit classifier, not the ImageNet IS), acc (conditional "
+        "accuracy: how often that classifier agrees with the requested class)",
     )
     p.add_argument("--no-floor", dest="floor", action="store_false", help="skip the real-vs-real floor")
     p.add_argument("--inception-batch", type=int, default=None, help="default: 4 on CPU, 200 on GPU")
@@ -136,22 +193,50 @@ def _cmd_eval(args) -> None:
     model = load(args.ckpt, device=args.device)
     reference = args.ref or model.config["data"]["spec"]
     options = {"eta": args.eta} if args.eta is not None else {}
-    images = sample(model, args.n, sampler=args.sampler, steps=args.steps, seed=args.seed, progress=True, **options)
-    out = Path(args.out or Path(args.ckpt) / f"eval-{args.sampler}-{args.steps}-n{args.n}.npz")
-    save_npz(images, out)
+    labels, n = _labels(args.label, model, args.n)
+    images = sample(
+        model,
+        n,
+        sampler=args.sampler,
+        steps=args.steps,
+        seed=args.seed,
+        labels=labels,
+        guidance=args.guidance,
+        progress=True,
+        **options,
+    )
+    tag = f"-w{args.guidance:g}" if labels is not None else ""
+    out = Path(args.out or Path(args.ckpt) / f"eval-{args.sampler}-{args.steps}{tag}-n{n}.npz")
+    save_npz(images, out, labels)
     print(f"samples: {out}", file=sys.stderr)
     _score(args, str(out), reference)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line minus ``--nproc N`` / ``--nproc=N`` (what each torchrun worker runs)."""
+    out, skip = [], False
+    for arg in argv:
+        if not skip and arg != "--nproc" and not arg.startswith("--nproc="):
+            out.append(arg)
+        skip = arg == "--nproc"
+    return out
 
 
 def _cmd_train(args) -> None:
     from .api import train
 
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        code = distributed.launch(args.nproc, _without_nproc(args.argv))
+        if code:
+            raise SystemExit(code)
+        return
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     options = {k: v for k, v in vars(args).items() if k in fields}
     ckpt = train(resume=args.resume, progress=args.progress, **options)
-    print(f"checkpoint: {ckpt}")
-    if args.sample_grid:
-        print(f"samples: {Path(args.out) / 'samples.png'}")
+    if ckpt is not None:  # rank 0 (or the only process)
+        print(f"checkpoint: {ckpt}")
+        if args.sample_grid:
+            print(f"samples: {Path(args.out) / 'samples.png'}")
 
 
 def _cmd_sample(args) -> None:
@@ -161,6 +246,8 @@ def _cmd_sample(args) -> None:
     from .viz import save_grid, save_npz, save_trajectory
 
     model = load(args.ckpt, device=args.device)
+    labels, n = _labels(args.label, model, args.n, args.per_class)
+    nrow = args.per_class if args.label == "all" and args.nrow is None else args.nrow
     names = ("eta", "sigma_hat", "variance", "spacing", "clip_x0")
     options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     states, predictions = [], []
@@ -174,28 +261,181 @@ def _cmd_sample(args) -> None:
         callback = record if args.trajectory else None
         images = sample(
             model,
-            args.n,
+            n,
             sampler=args.sampler,
             steps=args.steps,
             seed=args.seed,
             batch_size=args.batch_size,
+            labels=labels,
+            guidance=args.guidance,
             callback=callback,
-            progress=args.n >= 256,
+            progress=n >= 256,
             **options,
         )
     except TypeError as err:  # an option the chosen sampler does not take
         raise TinydiffError(f"sampler {args.sampler}: {err}") from None
-    print(f"grid: {save_grid(images, args.out, args.nrow)}")
+    print(f"grid: {save_grid(images, args.out, nrow)}")
     if args.trajectory:
         gif, strip = save_trajectory(states, predictions, args.trajectory)
         print(f"trajectory: {gif} {strip}")
     if args.npz:
-        save_npz(images, args.npz)
+        save_npz(images, args.npz, labels)
         print(f"npz: {args.npz}")
     if args.png_dir:
         for i, image in enumerate(images):
             save_grid(image[None], Path(args.png_dir) / f"{i:05d}.png", padding=0, scale=1)
         print(f"pngs: {args.png_dir}")
+
+
+def _images(spec: str, n: int | None = None, pick: list[int] | None = None):
+    """uint8 images (and labels) of an npz, folder or dataset spec: the first n, or those at pick."""
+    from .data import load_dataset
+
+    data = load_dataset(spec)
+    if pick is not None:
+        bad = [i for i in pick if not 0 <= i < len(data)]
+        if bad:
+            raise TinydiffError(f"--pick {bad[0]}: {spec} has images 0..{len(data) - 1}")
+        return data.select(torch.tensor(pick), spec)
+    return data.select(torch.arange(min(n or len(data), len(data))), spec)
+
+
+def _write_table(rows: list[dict], out: Path, name: str, columns: list[str]) -> None:
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---:|" * len(columns)]
+    for row in rows:
+        cells = [f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"table: {out / f'{name}.md'} {out / f'{name}.json'}")
+
+
+def _cmd_invert(args) -> None:
+    import numpy as np
+
+    from .api import check_images, decode, invert
+    from .model import load
+
+    model = load(args.ckpt, device=args.device)
+    data = _images(args.images, args.n)
+    check_images(data.images, model, f"images of {args.images}")
+    latents = invert(model, data.images, steps=args.steps, spacing=args.spacing, progress=True)
+    back = decode(model, latents, steps=args.steps, spacing=args.spacing)
+    mse = (back.cpu() - (data.images.float() / 127.5 - 1)).pow(2).mean().item()
+    np.savez(args.out, z=latents.cpu().numpy(), steps=args.steps, spacing=args.spacing)
+    print(f"latents: {args.out} ({len(latents)} x {tuple(latents.shape[1:])}, S = {args.steps})")
+    print(f"reconstruction MSE per dimension (decoded with DDIM, S = {args.steps}): {mse:.6f}")
+
+
+def _cmd_interpolate(args) -> None:
+    from .api import check_images, invert
+    from .experiments.latent import interpolate
+    from .model import load
+    from .viz import save_grid
+
+    model = load(args.ckpt, device=args.device)
+    if args.images:
+        data = _images(args.images, pick=args.pick)
+        z = invert(model, check_images(data.images, model, f"images of {args.images}"), steps=args.steps)
+    else:
+        z = torch.randn((2, *model.image_shape), generator=torch.Generator().manual_seed(args.seed))
+    spherical, linear = interpolate(model, z[:1], z[1:], args.frames, args.steps)
+    print(f"grid: {save_grid(torch.cat([spherical, linear]), args.out, args.frames)} (row 1: slerp, row 2: linear)")
+
+
+def _cmd_merge(args) -> None:
+    from .api import check_images
+    from .experiments.latent import merge
+    from .model import load
+    from .viz import save_grid
+
+    model = load(args.ckpt, device=args.device)
+    images = check_images(_images(args.images, pick=args.pick).images, model, f"images of {args.images}")
+    merged, pixel = merge(model, images[:1], images[1:], args.frames, args.steps)
+    grid = save_grid(torch.cat([merged, pixel]), args.out, args.frames)
+    print(f"grid: {grid} (row 1: inversion-merge, row 2: pixel mix; lambda from 0 to 1)")
+
+
+def _cmd_reproduce(args) -> None:
+    from .model import load
+    from .viz import save_grid
+
+    model = load(args.ckpt, device=args.device)
+    out = Path(args.out)
+    steps = [int(s) for s in args.steps.split(",")] if args.steps else None
+    if args.experiment == "reconstruction":
+        from .api import check_images
+        from .experiments.latent import RECONSTRUCTION_STEPS, reconstruction
+        from .metrics.reference import canonical_spec, images_of, is_dataset_spec
+
+        spec = args.images or model.config["data"]["spec"].partition(":")[0] + ":test"
+        images = check_images(images_of(spec, args.n), model, f"images of {spec}")
+        rows = reconstruction(model, images, steps or RECONSTRUCTION_STEPS)
+        for row in rows:
+            row["data"] = canonical_spec(spec) if is_dataset_spec(spec) else spec
+        _write_table(rows, out, "reconstruction", ["steps", "mse", "images", "seconds"])
+    elif args.experiment == "consistency":
+        from .experiments.latent import CONSISTENCY_STEPS, consistency
+
+        steps = steps or CONSISTENCY_STEPS
+        grid = save_grid(consistency(model, args.per_row, steps, args.seed), out / "consistency.png", args.per_row)
+        print(f"grid: {grid} (one row per S = {', '.join(map(str, steps))}; the same x_T in every column)")
+    else:  # guidance
+        from .experiments.guidance import WEIGHTS, class_grid, sweep
+        from .metrics.inception import InceptionFeatures
+
+        weights = [float(w) for w in args.weights.split(",")] if args.weights else WEIGHTS
+        (step,) = steps or [50]
+        reference = args.ref or model.config["data"]["spec"]
+        grids = [class_grid(model, w, args.per_row, step, args.seed) for w in weights]
+        for w, grid in zip(weights, grids):
+            save_grid(grid, out / f"guidance-w{w:g}.png", args.per_row)
+        extractor = InceptionFeatures(args.device, log=lambda m: print(m, file=sys.stderr))
+        rows = sweep(model, reference, extractor, weights, args.n, step, seed=args.seed, log=print)
+        _write_table(rows, out, "guidance", ["w", "nfe", "fid", "fid_floor", "kid", "accuracy", "n"])
+
+
+def _latent_parsers(sub, common) -> None:
+    p = sub.add_parser("invert", parents=[common], help="DDIM inversion: images -> latents x_T (.npz)")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--images", required=True, help="an .npz, an image folder or a dataset spec (mnist:test)")
+    p.add_argument("--n", type=int, default=None, help="the first n images (default: all)")
+    p.add_argument("--steps", type=int, default=50, help="trajectory length S (S network calls each way)")
+    p.add_argument("--spacing", default="uniform")
+    p.add_argument("--out", default="latents.npz", help="writes z (float32 [N, C, H, W]), steps, spacing")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_invert)
+    for name, helptext, func in (
+        ("interpolate", "decode slerp and linear paths between two latents (a grid)", _cmd_interpolate),
+        ("merge", "inversion-merge of two images beside their pixel mix (a grid)", _cmd_merge),
+    ):
+        p = sub.add_parser(name, parents=[common], help=helptext)
+        p.add_argument("--ckpt", required=True)
+        p.add_argument("--images", required=name == "merge", help="images to invert: .npz, folder or dataset spec")
+        p.add_argument("--pick", type=int, nargs=2, default=[0, 1], metavar=("I", "J"), help="which two images")
+        p.add_argument("--frames", type=int, default=9, help="mixing weights from 0 to 1")
+        p.add_argument("--steps", type=int, default=50)
+        p.add_argument("--seed", type=int, default=0, help="interpolate without --images: seed of the two x_T")
+        p.add_argument("--out", default=f"{name}.png")
+        p.add_argument("--device", default="cpu")
+        p.set_defaults(func=func)
+    p = sub.add_parser("reproduce", parents=[common], help="the seed papers' experiments: tables and figures")
+    p.add_argument("experiment", choices=["reconstruction", "consistency", "guidance"])
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--out", default="results", help="directory for the tables (.md, .json) and figures")
+    p.add_argument("--n", type=int, default=1000, help="images: reconstruction (test images), guidance (samples per w)")
+    p.add_argument("--steps", default=None, help="comma-separated S (reconstruction, consistency); guidance: one S")
+    p.add_argument("--weights", default=None, help="guidance weights, comma-separated (default 0,0.5,1,2,4)")
+    p.add_argument("--images", default=None, help="reconstruction: images (default: the training data's test split)")
+    p.add_argument("--ref", default=None, help="guidance: the reference set (default: the training data)")
+    p.add_argument("--per-row", type=int, default=8, help="images per grid row")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_reproduce)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,14 +461,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--eta", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
+    _guidance_options(p)
     p.add_argument("--out", default=None, help="where to write the samples (.npz)")
     _metrics_options(p)
     p.set_defaults(func=_cmd_eval)
+    _latent_parsers(sub, common)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     args.debug = getattr(args, "debug", False)
     try:
         args.func(args)

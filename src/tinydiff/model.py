@@ -11,6 +11,7 @@ from torch import nn
 from .errors import TinydiffError
 from .nets import build_net
 from .objectives import Denoiser, as_denoiser
+from .samplers.guidance import guided_denoiser
 from .schedule import NoiseSchedule
 from .training.checkpoint import load_weights, read_config, resolve_checkpoint
 
@@ -34,9 +35,16 @@ class DiffusionModel:
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
-    def denoiser(self, y: torch.Tensor | None = None) -> Denoiser:
-        """``denoise(x_t, t) -> (eps, x0)`` for the samplers."""
-        return as_denoiser(self.net, self.schedule, self.prediction, y)
+    def denoiser(self, labels: torch.Tensor | None = None, guidance: float = 0.0) -> Denoiser:
+        """``denoise(x_t, t) -> (eps, x0)`` for the samplers: unconditional (the null class of a
+        conditional model) when labels is None, else for class ``labels`` [N] with classifier-free
+        guidance weight ``guidance`` (samplers/guidance.py)."""
+        if labels is None:
+            if guidance:
+                raise TinydiffError("guidance needs class labels (e.g. --class 3 or --class all)")
+            return as_denoiser(self.net, self.schedule, self.prediction)
+        labels = labels.to(self.device)
+        return guided_denoiser(self.net, self.schedule, self.prediction, labels, self.num_classes, guidance)
 
 
 def load(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> DiffusionModel:

@@ -1,4 +1,4 @@
-"""Training targets (eps / x0 / v), conversions between them, and loss weighting.
+"""Training targets (eps / x0 / v), conversions between them, loss weighting, label dropout.
 
 With a = alpha_bar_t and x_t = sqrt(a) x0 + sqrt(1 - a) eps (DDPM eq. 4), a network may predict
   eps (DDPM's L_simple, eq. 14), x0, or v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho 2022).
@@ -82,6 +82,14 @@ def diffusion_loss(
     mse = (pred.float() - target(kind, x0, noise, alpha_bar)).pow(2).flatten(1).mean(1)
     weight = loss_weight(kind, schedule.snr(t), weighting).to(mse)
     return weight * mse
+
+
+def drop_labels(labels: torch.Tensor, p_uncond: float, null_class: int, generator: torch.Generator) -> torch.Tensor:
+    """Label dropout for classifier-free guidance (Ho & Salimans 2022, Alg. 1): each label is
+    replaced by the null class with probability p_uncond, so that one network learns both
+    eps(x, y) and eps(x, null)."""
+    drop = torch.rand(len(labels), generator=generator) < p_uncond
+    return torch.where(drop, null_class, labels)
 
 
 def as_denoiser(net: Callable, schedule: NoiseSchedule, kind: str, y=None) -> Denoiser:

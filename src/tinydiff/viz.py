@@ -16,9 +16,13 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-def save_npz(images: torch.Tensor, path: str | Path) -> Path:
-    """Write images as uint8 NHWC under the key ``x`` (the layout other FID tools read too)."""
-    np.savez(path, x=to_uint8(images).cpu().permute(0, 2, 3, 1).numpy())
+def save_npz(images: torch.Tensor, path: str | Path, labels: torch.Tensor | None = None) -> Path:
+    """Write images as uint8 NHWC under the key ``x`` (the layout other FID tools read too) and,
+    for class-conditional samples, their requested classes as ``y``."""
+    arrays = {"x": to_uint8(images).cpu().permute(0, 2, 3, 1).numpy()}
+    if labels is not None:
+        arrays["y"] = labels.cpu().numpy()
+    np.savez(path, **arrays)
     return Path(path)
 
 

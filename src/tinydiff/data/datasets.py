@@ -60,8 +60,12 @@ class ImageData:
         if not 0 < n <= len(self):
             raise TinydiffError(f"subset of {n} requested from {len(self)} images in {self.name}")
         index = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
+        return self.select(index, f"{self.name}[{n}]")
+
+    def select(self, index: torch.Tensor, name: str) -> ImageData:
+        """The images (and labels) at ``index``."""
         labels = None if self.labels is None else self.labels[index]
-        return ImageData(self.images[index], labels, f"{self.name}[{n}]", self.num_classes)
+        return ImageData(self.images[index], labels, name, self.num_classes)
 
 
 def load_dataset(spec: str, split: str = "train") -> ImageData:

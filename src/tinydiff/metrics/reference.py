@@ -17,7 +17,7 @@ import torch
 from ..data import ImageData, load_dataset
 from ..data.fetch import DATASETS, atomic_write, cache_dir
 from ..errors import TinydiffError
-from .classifier import class_probabilities, inception_score, load_classifier
+from .classifier import accuracy, class_probabilities, inception_score, load_classifier
 from .inception import PREPROCESSING, InceptionFeatures
 
 
@@ -30,17 +30,22 @@ def canonical_spec(spec: str) -> str:
     return f"{name}:{split or 'train'}"
 
 
-def draw(data: ImageData, n: int, index: int, seed: int = 0) -> torch.Tensor:
-    """Images of the ``index``-th disjoint draw of n from data (a seeded permutation)."""
+def draw(data: ImageData, n: int, index: int, seed: int = 0) -> ImageData:
+    """The ``index``-th disjoint draw of n from data (a seeded permutation)."""
     if (index + 1) * n > len(data):
         raise TinydiffError(f"{data.name} has {len(data)} images: too few for draw {index + 1} of n = {n}")
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
-    return data.images[order[index * n : (index + 1) * n]]
+    return data.select(order[index * n : (index + 1) * n], f"{data.name}[draw {index} of {n}]")
+
+
+def labelled_draw(spec: str, n: int, index: int = 0) -> ImageData:
+    """Draw ``index`` of n from a dataset spec, an .npz or a folder."""
+    return draw(load_dataset(canonical_spec(spec) if is_dataset_spec(spec) else str(spec)), n, index)
 
 
 def images_of(spec: str, n: int, index: int = 0) -> torch.Tensor:
     """uint8 images of draw ``index`` of n from a dataset spec, an .npz or a folder."""
-    return draw(load_dataset(canonical_spec(spec) if is_dataset_spec(spec) else str(spec)), n, index)
+    return labelled_draw(spec, n, index).images
 
 
 def features(spec: str, n: int, extractor: InceptionFeatures, index: int = 0, log=print) -> np.ndarray:
@@ -72,7 +77,7 @@ def score(
 
     same = str(spec_a) == str(spec_b)
     index_a = 1 if same else 0
-    feature_metrics = [m for m in metrics if m != "is"]
+    feature_metrics = [m for m in metrics if m not in ("is", "acc")]
     report = {
         "a": str(spec_a),
         "b": str(spec_b),
@@ -84,14 +89,19 @@ def score(
         a = features(spec_a, n, extractor, index=index_a, log=log)
         b = features(spec_b, n, extractor, index=0, log=log)
         report.update(compare(a, b, feature_metrics))
-    if "is" in metrics:  # the classifier of the reference dataset, e.g. is_mnist
+    if "is" in metrics or "acc" in metrics:  # the classifier of the reference dataset, e.g. is_mnist
         name = str(spec_b).partition(":")[0] if is_dataset_spec(spec_b) else None
         if name is None:
-            raise TinydiffError("the 'is' metric needs a dataset spec (e.g. mnist) as the reference")
+            raise TinydiffError("the 'is' and 'acc' metrics need a dataset spec (e.g. mnist) as the reference")
         classifier = load_classifier(name)
-        report[f"is_{name}"], report[f"is_{name}_std"] = inception_score(
-            class_probabilities(classifier, images_of(spec_a, n, index_a))
-        )
+        drawn = labelled_draw(spec_a, n, index_a)
+        probabilities = class_probabilities(classifier, drawn.images)
+        if "is" in metrics:
+            report[f"is_{name}"], report[f"is_{name}_std"] = inception_score(probabilities)
+        if "acc" in metrics:  # conditional accuracy: the classifier agrees with the requested class
+            if drawn.labels is None:
+                raise TinydiffError(f"the 'acc' metric needs class labels ('y') in {spec_a}")
+            report["accuracy"] = accuracy(probabilities, drawn.labels)
     if floor:
         try:
             if feature_metrics:

@@ -1,4 +1,4 @@
-"""DDIM inversion: run the deterministic (eta = 0) DDIM map backwards, x_0 -> x_T.
+"""DDIM's latent space: inversion (the eta = 0 DDIM map run backwards, x_0 -> x_T) and slerp.
 
 DDIM with eta = 0 discretises the probability-flow ODE (DDIM Sec. 4.3, eq. 14): in terms of
 x / sqrt(a) and sigma = sqrt((1 - a) / a) it is an Euler step, so it can be run in either
@@ -47,3 +47,22 @@ def invert(
         if callback is not None:
             callback(i, t, x, x0)
     return x
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Spherical interpolation between latents [N, ...] (per sample), as in DDIM Sec. 5.3:
+        z = sin((1 - alpha) theta) / sin(theta) z0 + sin(alpha theta) / sin(theta) z1,
+    theta = the angle between z0 and z1. Gaussian latents of dimension d live near the sphere
+    of radius sqrt(d); slerp keeps interpolants there, where a linear mix (norm shrinking by up
+    to 1/sqrt(2) halfway between independent latents) leaves it. Falls back to the linear mix
+    when the latents are (nearly) parallel."""
+    flat0, flat1 = z0.flatten(1).double(), z1.flatten(1).double()
+    cos = (flat0 * flat1).sum(1) / (flat0.norm(dim=1) * flat1.norm(dim=1))
+    theta = cos.clamp(-1, 1).arccos()
+    sin = theta.sin()
+    parallel = sin.abs() < 1e-6
+    safe = torch.where(parallel, torch.ones_like(sin), sin)
+    w0 = torch.where(parallel, 1 - alpha, ((1 - alpha) * theta).sin() / safe)
+    w1 = torch.where(parallel, torch.full_like(sin, alpha), (alpha * theta).sin() / safe)
+    shape = (-1,) + (1,) * (z0.ndim - 1)
+    return (w0.view(shape) * z0.double() + w1.view(shape) * z1.double()).to(z0.dtype)

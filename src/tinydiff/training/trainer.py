@@ -10,6 +10,7 @@ thread count).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -23,8 +24,9 @@ from .. import __version__
 from ..data import ImageData, load_dataset
 from ..errors import TinydiffError
 from ..nets import build_net, net_config
-from ..objectives import PREDICTIONS, WEIGHTINGS, diffusion_loss
+from ..objectives import PREDICTIONS, WEIGHTINGS, diffusion_loss, drop_labels
 from ..schedule import NoiseSchedule
+from . import distributed
 from .checkpoint import list_checkpoints, load_trainer_state, load_weights, read_config, save_checkpoint
 from .ema import EMA
 
@@ -59,6 +61,15 @@ class TrainConfig:
     hflip: bool = False
     use_time: bool = True
     dropout: float = 0.0
+    # Class-conditional training for classifier-free guidance (Ho & Salimans 2022): the label is
+    # replaced by the null class with probability p_uncond, so one network learns both eps(x, y)
+    # and eps(x, null).
+    conditional: bool = False
+    p_uncond: float = 0.1
+    # Wall-clock budget in minutes (None: none). Training stops at `steps` or when the budget is
+    # spent, whichever is first; the cosine learning rate then decays with the larger of the two
+    # fractions, so a budgeted run still ends at lr 0.
+    minutes: float | None = None
     ckpt_every: int = 500
     log_every: int = 25
     keep: int = 2
@@ -67,7 +78,7 @@ class TrainConfig:
 
 
 # Fields that may differ when a run is resumed; everything else must match the checkpoint.
-RESUMABLE_CHANGES = {"steps", "out", "ckpt_every", "log_every", "keep", "sample_grid", "device"}
+RESUMABLE_CHANGES = {"steps", "minutes", "out", "ckpt_every", "log_every", "keep", "sample_grid", "device"}
 
 
 def _validate(config: TrainConfig) -> None:
@@ -83,23 +94,23 @@ def _validate(config: TrainConfig) -> None:
         (config.weighting in WEIGHTINGS, f"--weighting must be one of {', '.join(WEIGHTINGS)}"),
         (config.lr_schedule in ("constant", "cosine"), "--lr-schedule must be constant or cosine"),
         (config.ckpt_every > 0, "--ckpt-every must be positive"),
+        (0.0 <= config.p_uncond < 1.0, "--p-uncond must be in [0, 1)"),
+        (config.minutes is None or config.minutes > 0, "--minutes must be positive"),
     ]
     for ok, message in checks:
         if not ok:
             raise TinydiffError(message)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def learning_rate(config: TrainConfig, step: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then constant or cosine decay to zero."""
+def learning_rate(config: TrainConfig, step: int, elapsed_s: float = 0.0) -> float:
+    """Linear warm-up over ``warmup`` steps, then constant or cosine decay to zero at the end of
+    the run: ``steps`` steps or, with a ``minutes`` budget, whichever comes first."""
     warm = min(1.0, (step + 1) / max(1, config.warmup))
     if config.lr_schedule == "cosine":
-        progress = min(1.0, step / config.steps)
+        progress = step / config.steps
+        if config.minutes:
+            progress = max(progress, elapsed_s / (60 * config.minutes))
+        progress = min(1.0, progress)
         return config.lr * warm * 0.5 * (1 + math.cos(math.pi * progress))
     return config.lr * warm
 
@@ -122,14 +133,25 @@ def batch_indices(seed: int, step: int, batch_size: int, n: int) -> torch.Tensor
 
 
 class Trainer:
+    """One training run. Under torchrun (training/distributed.py) every rank builds a Trainer;
+    each computes its shard of every global batch, and rank 0 alone keeps the EMA and writes."""
+
     def __init__(self, config: TrainConfig, data: ImageData | None = None, resume: bool = False):
         _validate(config)
         self.config = config
         self.out = Path(config.out)
-        self.device = resolve_device(config.device)
+        self.dist = distributed.context()
+        if config.batch_size % (config.accumulate * self.dist.world_size):
+            raise TinydiffError(
+                f"--batch-size {config.batch_size} must be a multiple of --accumulate x processes "
+                f"({config.accumulate} x {self.dist.world_size})"
+            )
+        self.device = self.dist.device(config.device)
         data = data if data is not None else load_dataset(config.data)
         if config.subset:
             data = data.subset(config.subset, config.seed)
+        if config.conditional and (data.labels is None or not data.num_classes):
+            raise TinydiffError(f"--conditional needs class labels, and {data.name} has none")
         self.data = data
         self.schedule = NoiseSchedule.create(config.schedule, config.timesteps)
         self.model_config = {
@@ -140,6 +162,7 @@ class Trainer:
                 data.shape,
                 use_time=config.use_time,
                 dropout=config.dropout if config.net == "unet" else None,
+                num_classes=data.num_classes if config.conditional else None,
             ),
             "schedule": {"name": config.schedule, "timesteps": config.timesteps},
             "prediction": config.prediction,
@@ -148,10 +171,15 @@ class Trainer:
         }
         torch.manual_seed(config.seed)
         self.net = build_net(self.model_config["net"]).to(self.device)
-        self.ema = EMA(self.net, config.ema_decay)
+        self.model = self.net  # what the loss calls: the network, or its DDP wrapper
+        if self.dist.enabled:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=device_ids)
+        self.ema = EMA(self.net, config.ema_decay) if self.dist.is_main else None
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.generator = torch.Generator().manual_seed(config.seed + 1)
         self.step = 0
+        self.elapsed_s = 0.0  # training wall time so far, carried across resumes
         existing = list_checkpoints(self.out)
         if resume:
             if not existing:
@@ -170,13 +198,16 @@ class Trainer:
             what = ", ".join(f"{k}={saved['train'][k]!r} (now {ours.get(k)!r})" for k in diffs) or "network"
             raise TinydiffError(f"cannot resume {ckpt}: it was trained with another config: {what}")
         load_weights(ckpt, "model.safetensors", self.net)
-        load_weights(ckpt, "ema.safetensors", self.ema.shadow)
+        if self.ema is not None:
+            load_weights(ckpt, "ema.safetensors", self.ema.shadow)
         state = load_trainer_state(ckpt)
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["global_rng"])
         self.step = int(state["step"])
-        self._truncate_log(self.step)
+        self.elapsed_s = float(state.get("elapsed_s", 0.0))
+        if self.dist.is_main:
+            self._truncate_log(self.step)
 
     def _truncate_log(self, step: int) -> None:
         """Drop log lines written after the checkpoint we resume from (they will be redone)."""
@@ -192,6 +223,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "global_rng": torch.get_rng_state(),
+            "elapsed_s": self.elapsed_s,
         }
         return save_checkpoint(
             self.out,
@@ -207,32 +239,42 @@ class Trainer:
         """One optimizer step on one global batch; returns (loss, per-sample losses, timesteps)."""
         config = self.config
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(config, self.step)
+            group["lr"] = learning_rate(config, self.step, self.elapsed_s)
         index = batch_indices(config.seed, self.step, config.batch_size, len(self.data))
         # Draw the randomness of the whole global batch first, so that --accumulate only
         # changes how the computation is split, not what is computed.
         t = torch.randint(0, self.schedule.num_timesteps, (len(index),), generator=self.generator)
         noise = torch.randn((len(index), *self.data.shape), generator=self.generator)
         flip = torch.rand(len(index), generator=self.generator) < 0.5
+        labels = None
+        if config.conditional:  # the null class is index num_classes
+            labels = drop_labels(self.data.labels[index], config.p_uncond, self.data.num_classes, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
         all_losses = []
-        for part in torch.arange(len(index)).chunk(config.accumulate):
+        # This process's shard of the global batch (all of it on one process), in micro-batches.
+        parts = torch.arange(len(index))[self.dist.shard(len(index))].chunk(config.accumulate)
+        for i, part in enumerate(parts):
+            # DDP averages gradients over ranks when the last micro-batch's backward runs
+            last = i == len(parts) - 1
+            sync = contextlib.nullcontext() if last or not self.dist.enabled else self.model.no_sync()
             x0 = self.data.batch(index[part], self.device)
             if config.hflip:
                 x0 = torch.where(flip[part].to(self.device)[:, None, None, None], x0.flip(-1), x0)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.amp):
+            with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.amp):
                 losses = diffusion_loss(
-                    self.net,
+                    self.model,
                     self.schedule,
                     x0,
                     t[part].to(self.device),
                     noise[part].to(self.device),
                     config.prediction,
                     config.weighting,
+                    None if labels is None else labels[part].to(self.device),
                 )
-            (losses.mean() / config.accumulate).backward()
-            all_losses.append(losses.detach().float().cpu())
-        losses = torch.cat(all_losses)
+                # the mean over the global batch, once DDP has averaged over the world_size ranks
+                (losses.mean() / (config.accumulate)).backward()
+            all_losses.append(losses.detach().float())
+        losses = self.dist.gather(torch.cat(all_losses)).cpu()
         loss = float(losses.mean())
         if not math.isfinite(loss):
             saved = list_checkpoints(self.out)
@@ -240,22 +282,40 @@ class Trainer:
             raise TinydiffError(f"loss became {loss} at step {self.step} (try a lower --lr); {last}")
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), config.grad_clip)
         self.optimizer.step()
-        self.ema.update(self.net, self.step)
+        if self.ema is not None:
+            self.ema.update(self.net, self.step)
         self.step += 1
         return loss, losses, t
 
-    def run(self, progress: bool = True) -> Path:
-        """Train until ``config.steps``; checkpoint every ``ckpt_every`` steps and at the end."""
+    def budget_spent(self) -> bool:
+        return self.config.minutes is not None and self.elapsed_s >= 60 * self.config.minutes
+
+    def _sync_clock(self) -> None:
+        """Use rank 0's training time on every rank: it sets the cosine learning rate and the end
+        of a budgeted run, which must be the same everywhere."""
+        if self.dist.enabled and self.config.minutes is not None:
+            clock = torch.tensor([self.elapsed_s], dtype=torch.float64, device=self.device)
+            torch.distributed.broadcast(clock, src=0)
+            self.elapsed_s = float(clock)
+
+    def run(self, progress: bool = True) -> Path | None:
+        """Train until ``config.steps`` (or the ``minutes`` budget); checkpoint every ``ckpt_every``
+        steps and at the end. Returns the last checkpoint (None on ranks other than 0)."""
         from tqdm import tqdm
 
-        config = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
+        config, main = self.config, self.dist.is_main
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
         bucket_sum, bucket_count = torch.zeros(LOSS_BUCKETS), torch.zeros(LOSS_BUCKETS)
         window_loss, window_images, window_start = 0.0, 0, time.perf_counter()
-        bar = tqdm(total=config.steps, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True)
+        bar = tqdm(
+            total=config.steps, initial=self.step, disable=not (progress and main), unit="step", dynamic_ncols=True
+        )
         ckpt = None
-        with open(self.out / "log.jsonl", "a") as log:
-            while self.step < config.steps:
+        with open(self.out / "log.jsonl", "a") if main else contextlib.nullcontext() as log:
+            self._sync_clock()
+            while self.step < config.steps and not self.budget_spent():
+                started = time.perf_counter()
                 loss, losses, t = self.train_step()
                 bucket = (t * LOSS_BUCKETS // self.schedule.num_timesteps).long()
                 bucket_sum.index_add_(0, bucket, losses)
@@ -263,14 +323,17 @@ class Trainer:
                 window_loss += loss
                 window_images += config.batch_size
                 bar.update(1)
-                if self.step % config.log_every == 0 or self.step == config.steps:
+                last = self.step == config.steps
+                if main and (self.step % config.log_every == 0 or last):
                     elapsed = time.perf_counter() - window_start
                     steps_in_window = window_images // config.batch_size
                     record = {
                         "step": self.step,
                         "loss": window_loss / steps_in_window,
-                        "lr": learning_rate(config, self.step - 1),
+                        "lr": learning_rate(config, self.step - 1, self.elapsed_s),
                         "images_per_s": window_images / elapsed,
+                        "elapsed_s": round(self.elapsed_s + time.perf_counter() - started, 1),
+                        "processes": self.dist.world_size,
                         "loss_t": (bucket_sum / bucket_count.clamp(min=1)).tolist(),
                     }
                     log.write(json.dumps(record) + "\n")
@@ -279,7 +342,11 @@ class Trainer:
                     bucket_sum.zero_()
                     bucket_count.zero_()
                     window_loss, window_images, window_start = 0.0, 0, time.perf_counter()
-                if self.step % config.ckpt_every == 0 or self.step == config.steps:
+                self.elapsed_s += time.perf_counter() - started
+                self._sync_clock()
+                if main and (self.step % config.ckpt_every == 0 or last or self.budget_spent()):
                     ckpt = self.save()
         bar.close()
+        if not main:
+            return None
         return ckpt if ckpt is not None else list_checkpoints(self.out)[-1]

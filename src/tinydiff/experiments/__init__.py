@@ -1,0 +1,1 @@
+"""The seed experiments as functions returning tables and images (`tinydiff reproduce ...`)."""

@@ -1,0 +1,129 @@
+"""Class-conditional training and classifier-free guidance (samplers/guidance.py)."""
+
+import numpy as np
+import pytest
+import torch
+from helpers import digit_like_images
+
+from tinydiff import load, sample
+from tinydiff.cli import main
+from tinydiff.errors import TinydiffError
+from tinydiff.nets import UNet
+from tinydiff.objectives import as_denoiser, drop_labels, to_eps_x0
+from tinydiff.samplers.guidance import check_labels, guided_denoiser
+from tinydiff.schedule import NoiseSchedule
+from tinydiff.training import TrainConfig, Trainer
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    unet = UNet(1, channels=8, channel_mults=(1, 2), num_classes=10).eval()
+    for p in unet.parameters():  # the zero-initialised output would make every prediction 0
+        torch.nn.init.normal_(p, std=0.05)
+    torch.nn.init.normal_(unet.label.weight, std=2.0)  # classes that make a visible difference
+    return unet
+
+
+@pytest.fixture
+def labelled_npz(tmp_path):
+    path = tmp_path / "digits.npz"
+    np.savez(path, x=digit_like_images(40), y=np.arange(40) % 10)
+    return str(path)
+
+
+@pytest.fixture
+def conditional_run(labelled_npz, tmp_path):
+    config = TrainConfig(
+        data=labelled_npz, out=str(tmp_path / "run"), steps=4, batch_size=8, sample_grid=0, conditional=True
+    )
+    Trainer(config).run(progress=False)
+    return tmp_path / "run"
+
+
+def test_label_dropout_rate_and_kept_labels():
+    labels = torch.arange(200_000) % 10
+    dropped = drop_labels(labels, 0.1, 10, torch.Generator().manual_seed(0))
+    null = dropped == 10
+    rate = null.double().mean().item()
+    assert rate == pytest.approx(0.1, abs=4 * (0.1 * 0.9 / len(labels)) ** 0.5)  # 4 sigma
+    assert torch.equal(dropped[~null], labels[~null])
+    assert not (drop_labels(labels, 0.0, 10, torch.Generator()) == 10).any()
+
+
+@pytest.mark.parametrize("kind", ["eps", "v"])
+def test_w0_is_exactly_the_conditional_prediction(net, kind):
+    schedule = NoiseSchedule.create("linear", 1000)
+    x, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 3, 4, 9])
+    with torch.inference_mode():
+        guided = guided_denoiser(net, schedule, kind, y, 10, 0.0)(x, 500)
+        conditional = as_denoiser(net, schedule, kind, y)(x, 500)
+    assert all(torch.equal(a, b) for a, b in zip(guided, conditional))
+
+
+@pytest.mark.parametrize("kind", ["eps", "x0", "v"])
+def test_the_batched_guided_call_equals_two_separate_calls(net, kind):
+    schedule = NoiseSchedule.create("linear", 1000)
+    x, y, w = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 3, 4, 9]), 2.0
+    t = torch.full((6,), 300)
+    with torch.inference_mode():
+        eps, x0 = guided_denoiser(net, schedule, kind, y, 10, w)(x, 300)
+        # two calls, combined in eps space as in Ho & Salimans eq. 6
+        eps_c, x0_c = to_eps_x0(kind, net(x, t, y), x, schedule.alpha_bar_at(t))
+        eps_u, x0_u = to_eps_x0(kind, net(x, t, torch.full_like(y, 10)), x, schedule.alpha_bar_at(t))
+    torch.testing.assert_close(eps, (1 + w) * eps_c - w * eps_u, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(x0, (1 + w) * x0_c - w * x0_u, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(eps, eps_c, atol=1e-3)  # guidance changed something
+
+
+def test_bad_labels_give_clear_errors():
+    with pytest.raises(TinydiffError, match="out of range"):
+        check_labels([0, 10], 10, 2)
+    with pytest.raises(TinydiffError, match="out of range"):
+        check_labels(-1, 10, 3)
+    with pytest.raises(TinydiffError, match="3 class labels for 2 images"):
+        check_labels([0, 1, 2], 10, 2)
+    with pytest.raises(TinydiffError, match="must be integers"):
+        check_labels([0.5, 1.0], 10, 2)
+    with pytest.raises(TinydiffError, match="not class-conditional"):
+        check_labels([0, 1], None, 2)
+    assert torch.equal(check_labels(3, 10, 4), torch.full((4,), 3))
+
+
+def test_conditional_training_and_guided_sampling(conditional_run, labelled_npz):
+    model = load(conditional_run)
+    assert model.num_classes == 10 and model.config["train"]["p_uncond"] == 0.1
+    unguided = sample(model, 4, steps=3, labels=[1, 2, 3, 4])
+    guided = sample(model, 4, steps=3, labels=[1, 2, 3, 4], guidance=2.0)
+    null = sample(model, 4, steps=3)  # no labels: the null class
+    assert guided.shape == (4, 1, 8, 8) and not torch.equal(guided, unguided) and not torch.equal(null, unguided)
+    # the labels follow their images through batching
+    torch.testing.assert_close(sample(model, 4, steps=3, labels=[1, 2, 3, 4], batch_size=3), unguided)
+    with pytest.raises(TinydiffError, match="guidance needs class labels"):
+        sample(model, 4, steps=3, guidance=1.0)
+
+
+def test_conditional_training_needs_labels(tmp_path):
+    path = tmp_path / "unlabelled.npz"
+    np.savez(path, x=digit_like_images(16))
+    with pytest.raises(TinydiffError, match="needs class labels"):
+        Trainer(TrainConfig(data=str(path), out=str(tmp_path / "x"), conditional=True))
+
+
+def test_cli_class_all_grid_and_errors(conditional_run, tmp_path, capsys):
+    npz = tmp_path / "s.npz"
+    args = ["sample", "--ckpt", str(conditional_run), "--steps", "2", "--out", str(tmp_path / "g.png")]
+    assert main([*args, "--class", "all", "--per-class", "2", "--guidance", "1", "--npz", str(npz)]) == 0
+    saved = np.load(npz)
+    assert saved["x"].shape == (20, 8, 8, 1) and saved["y"].tolist() == [c for c in range(10) for _ in range(2)]
+    from PIL import Image
+
+    width, height = Image.open(tmp_path / "g.png").size
+    assert height > 4 * width  # 10 rows of 2
+    capsys.readouterr()
+    assert main([*args, "--class", "10"]) == 2
+    assert "out of range" in capsys.readouterr().err
+    assert main([*args, "--class", "three"]) == 2
+    assert "--class must be" in capsys.readouterr().err
+    assert main([*args, "--guidance", "2"]) == 2
+    assert "guidance needs class labels" in capsys.readouterr().err
