@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import torch
-from baselines import diffusers_unet
 
+from tinydiff.nets.foreign import DiffusersUNet
 from tinydiff.objectives import as_denoiser
 from tinydiff.samplers import SAMPLERS
 from tinydiff.schedule import NoiseSchedule, broadcast
@@ -109,7 +109,7 @@ def throughput(n: int, rounds: int) -> dict:
     from diffusers import DDIMPipeline, DDIMScheduler
 
     torch.manual_seed(0)
-    unet = diffusers_unet().eval()
+    unet = DiffusersUNet().unet.eval()
     scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True)
     pipeline = DDIMPipeline(unet=unet, scheduler=scheduler)
     pipeline.set_progress_bar_config(disable=True)

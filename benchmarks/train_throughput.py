@@ -19,27 +19,16 @@ import time
 from pathlib import Path
 
 import torch
-from baselines import diffusers_unet
 
 from tinydiff.nets import PRESETS, build_net, count_params, gflops_per_image, net_config
+from tinydiff.nets.foreign import DiffusersUNet
 
 SHAPE = (1, 28, 28)
 
 
-class DiffusersUNet(torch.nn.Module):
-    """diffusers' UNet2DModel behind tinydiff's net(x, t) signature."""
-
-    def __init__(self):
-        super().__init__()
-        self.unet = diffusers_unet()
-
-    def forward(self, x, t, y=None):
-        return self.unet(x, t).sample
-
-
 def networks() -> dict[str, torch.nn.Module]:
     nets = {f"tinydiff {name}": build_net(net_config("unet", name, SHAPE)) for name in PRESETS}
-    nets["diffusers UNet2DModel"] = DiffusersUNet()
+    nets["diffusers UNet2DModel"] = DiffusersUNet(SHAPE)
     return nets
 
 

@@ -84,3 +84,29 @@ def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".tmp-*"))
     model = load(tmp_path, ema=False)
     assert torch.equal(next(iter(model.net.parameters())), next(iter(net.parameters())))
+
+
+def test_export_keeps_what_sampling_needs(tmp_path):
+    from tinydiff.training.checkpoint import export_model
+
+    _, _, ema = _save(tmp_path / "run", 4)
+    out = export_model(tmp_path / "run", tmp_path / "model")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "ema.safetensors"]
+    for a, b in zip(load(out).net.state_dict().values(), ema.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(TinydiffError, match="incomplete: missing model.safetensors"):
+        load(out, ema=False)
+
+
+def test_the_shipped_model_is_the_default_and_samples_every_class():
+    from tinydiff import sample
+    from tinydiff.model import PRETRAINED
+
+    model = load()  # no path: pretrained:mnist
+    assert model.image_shape == (1, 28, 28) and model.num_classes == 10
+    size = sum(f.stat().st_size for f in PRETRAINED["mnist"].iterdir())
+    assert size < 20 * 2**20
+    images = sample(model, 10, steps=2, labels=list(range(10)), guidance=1.0)
+    assert images.shape == (10, 1, 28, 28) and images.std() > 0.1
+    with pytest.raises(TinydiffError, match="no shipped model 'cifar'"):
+        load("pretrained:cifar")

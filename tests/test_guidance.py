@@ -127,3 +127,23 @@ def test_cli_class_all_grid_and_errors(conditional_run, tmp_path, capsys):
     assert "--class must be" in capsys.readouterr().err
     assert main([*args, "--guidance", "2"]) == 2
     assert "guidance needs class labels" in capsys.readouterr().err
+
+
+class _PixelFeatures:
+    """A stand-in for the Inception network: flattened pixels (enough to exercise the sweep)."""
+
+    weights_hash = "pixels"
+
+    def __call__(self, images, progress=False):
+        return images.flatten(1).double().numpy() / 255
+
+
+def test_guidance_sweep_rows_and_grids(conditional_run, labelled_npz, tmp_path):
+    from tinydiff.experiments.guidance import class_grid, sweep
+
+    model = load(conditional_run)
+    rows = sweep(model, labelled_npz, _PixelFeatures(), weights=(0.0, 2.0), n=20, steps=2, log=lambda m: None)
+    assert [(r["w"], r["nfe"]) for r in rows] == [(0.0, 2), (2.0, 4)]
+    assert all(r["fid"] > 0 and "fid_floor" in r and "accuracy" not in r for r in rows)  # no classifier for npz
+    grid = class_grid(model, 1.0, per_class=3, steps=2)
+    assert grid.shape == (30, 1, 8, 8)

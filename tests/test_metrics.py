@@ -199,3 +199,18 @@ def test_eval_command_samples_a_checkpoint_and_scores_it(tmp_path, monkeypatch, 
     report = json.loads(capsys.readouterr().out)
     assert report["n"] == 16 and report["b"] == str(data) and "fid_floor" in report
     assert np.load(out)["x"].shape == (16, 28, 28, 1)
+
+
+def test_conditional_accuracy_metric_reads_the_requested_classes(tmp_path):
+    from tinydiff.metrics.classifier import class_probabilities, load_classifier
+
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (40, 1, 28, 28), dtype=np.uint8))
+    predicted = class_probabilities(load_classifier("mnist"), images).argmax(1)
+    labels = predicted.clone()
+    labels[:10] = (labels[:10] + 1) % 10  # a quarter asked for another class
+    np.savez(tmp_path / "s.npz", x=images.permute(0, 2, 3, 1).numpy(), y=labels.numpy())
+    report = score(str(tmp_path / "s.npz"), "mnist", 40, ["acc"], extractor=None, floor=False)
+    assert report["accuracy"] == pytest.approx(0.75)
+    np.savez(tmp_path / "unlabelled.npz", x=images.permute(0, 2, 3, 1).numpy())
+    with pytest.raises(TinydiffError, match="needs class labels"):
+        score(str(tmp_path / "unlabelled.npz"), "mnist", 40, ["acc"], extractor=None, floor=False)

@@ -186,3 +186,27 @@ def test_python_api_train_load_sample(npz, tmp_path):
     torch.testing.assert_close(a, b)  # x_T is drawn for all images first: batching does not change DDIM's output
     with pytest.raises(ValueError, match="positive"):
         tinydiff.sample(model, n=0)
+
+
+def test_a_wall_clock_budget_stops_the_run_and_ends_the_cosine_schedule(npz, tmp_path):
+    config = _config(npz, tmp_path / "run", steps=10_000, minutes=0.02, lr_schedule="cosine", ckpt_every=10_000)
+    ckpt = Trainer(config).run(progress=False)
+    steps = int(ckpt.name.split("-")[1])
+    assert 0 < steps < 10_000  # stopped by the budget, with a checkpoint at that step
+    # the cosine schedule follows the larger of the step and time fractions
+    assert trainer.learning_rate(config, 10, elapsed_s=0.6) == pytest.approx(config.lr * 0.5)
+    assert trainer.learning_rate(config, 5_000, elapsed_s=0.0) == pytest.approx(config.lr * 0.5)
+    assert trainer.learning_rate(config, 10, elapsed_s=1.2) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_the_diffusers_baseline_trains_in_the_same_loop_and_loads(tmp_path):
+    pytest.importorskip("diffusers")
+    path = tmp_path / "labelled.npz"
+    np.savez(path, x=digit_like_images(16), y=np.arange(16) % 4)
+    config = _config(str(path), tmp_path / "run", steps=2, net="diffusers", conditional=True)
+    Trainer(config).run(progress=False)
+    model = load(tmp_path / "run")
+    assert type(model.net).__name__ == "DiffusersUNet" and model.num_classes == 4
+    from tinydiff import sample
+
+    assert sample(model, 2, steps=2, labels=[0, 3], guidance=1.0).shape == (2, 1, 8, 8)

@@ -30,7 +30,9 @@ def _train_parser(sub, common) -> None:
         help="mnist, mnist:test, fashion-mnist, digits, cifar10:DIR, an .npz or an image folder",
     )
     p.add_argument("--out", default=DEFAULTS.out, help="run directory (checkpoints, log.jsonl, samples.png)")
-    p.add_argument("--net", default=DEFAULTS.net, choices=["unet", "mlp"])
+    p.add_argument(
+        "--net", default=DEFAULTS.net, choices=["unet", "mlp", "diffusers"], help="diffusers: UNet2DModel baseline"
+    )
     p.add_argument("--preset", default=DEFAULTS.preset, help="U-Net size: tiny, small, medium, base")
     p.add_argument("--steps", type=int, default=DEFAULTS.steps, help="optimizer steps in total")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
@@ -76,7 +78,12 @@ def _train_parser(sub, common) -> None:
 
 def _sample_parser(sub, common) -> None:
     p = sub.add_parser("sample", parents=[common], help="draw images from a checkpoint")
-    p.add_argument("--ckpt", required=True, help="a run directory (newest checkpoint) or a ckpt-* directory")
+    p.add_argument(
+        "--ckpt",
+        default=None,
+        help="a run directory (newest checkpoint) or a ckpt-* directory; default: the MNIST model shipped "
+        "with tinydiff (pretrained:mnist)",
+    )
     p.add_argument("--sampler", default="ddim", help="ddpm, ddim, pndm, heun or dpm++2m")
     p.add_argument(
         "--steps",
@@ -245,6 +252,8 @@ def _cmd_sample(args) -> None:
     from .model import load
     from .viz import save_grid, save_npz, save_trajectory
 
+    if args.ckpt is None:
+        print("no --ckpt: sampling the MNIST model shipped with tinydiff (pretrained:mnist)", file=sys.stderr)
     model = load(args.ckpt, device=args.device)
     labels, n = _labels(args.label, model, args.n, args.per_class)
     nrow = args.per_class if args.label == "all" and args.nrow is None else args.nrow
@@ -312,6 +321,14 @@ def _write_table(rows: list[dict], out: Path, name: str, columns: list[str]) -> 
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"table: {out / f'{name}.md'} {out / f'{name}.json'}")
+
+
+def _cmd_export(args) -> None:
+    from .training.checkpoint import export_model
+
+    out = export_model(args.ckpt, args.out)
+    size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
+    print(f"model: {out} ({size:.1f} MB; load it with --ckpt {out})")
 
 
 def _cmd_invert(args) -> None:
@@ -391,12 +408,13 @@ def _cmd_reproduce(args) -> None:
         weights = [float(w) for w in args.weights.split(",")] if args.weights else WEIGHTS
         (step,) = steps or [50]
         reference = args.ref or model.config["data"]["spec"]
-        grids = [class_grid(model, w, args.per_row, step, args.seed) for w in weights]
+        grids = [class_grid(model, w, args.per_row, step, args.sampler, args.seed) for w in weights]
         for w, grid in zip(weights, grids):
             save_grid(grid, out / f"guidance-w{w:g}.png", args.per_row)
         extractor = InceptionFeatures(args.device, log=lambda m: print(m, file=sys.stderr))
-        rows = sweep(model, reference, extractor, weights, args.n, step, seed=args.seed, log=print)
-        _write_table(rows, out, "guidance", ["w", "nfe", "fid", "fid_floor", "kid", "accuracy", "n"])
+        rows = sweep(model, reference, extractor, weights, args.n, step, args.sampler, args.seed, log=print)
+        columns = ["w", "sampler", "nfe", "fid", "fid_floor", "kid", "accuracy", "n"]
+        _write_table(rows, out, "guidance", [c for c in columns if c in rows[0]])
 
 
 def _latent_parsers(sub, common) -> None:
@@ -430,6 +448,7 @@ def _latent_parsers(sub, common) -> None:
     p.add_argument("--n", type=int, default=1000, help="images: reconstruction (test images), guidance (samples per w)")
     p.add_argument("--steps", default=None, help="comma-separated S (reconstruction, consistency); guidance: one S")
     p.add_argument("--weights", default=None, help="guidance weights, comma-separated (default 0,0.5,1,2,4)")
+    p.add_argument("--sampler", default="ddim", help="guidance: the sampler (network evaluations: S, 2 S for w > 0)")
     p.add_argument("--images", default=None, help="reconstruction: images (default: the training data's test split)")
     p.add_argument("--ref", default=None, help="guidance: the reference set (default: the training data)")
     p.add_argument("--per-row", type=int, default=8, help="images per grid row")
@@ -455,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     _metrics_options(p)
     p.set_defaults(func=_cmd_fid)
     p = sub.add_parser("eval", parents=[common], help="sample a checkpoint and score the samples")
-    p.add_argument("--ckpt", required=True)
+    p.add_argument("--ckpt", required=True, help="a run or checkpoint directory, or pretrained:mnist")
     p.add_argument("--ref", default=None, help="reference set (default: the checkpoint's training data)")
     p.add_argument("--sampler", default="ddim")
     p.add_argument("--steps", type=int, default=50)
@@ -466,6 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
     _metrics_options(p)
     p.set_defaults(func=_cmd_eval)
     _latent_parsers(sub, common)
+    p = sub.add_parser("export", parents=[common], help="an inference-only copy of a checkpoint (config + EMA)")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--out", required=True, help="directory to write config.json and ema.safetensors into")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 

@@ -47,17 +47,29 @@ class DiffusionModel:
         return guided_denoiser(self.net, self.schedule, self.prediction, labels, self.num_classes, guidance)
 
 
-def load(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> DiffusionModel:
-    """Load a checkpoint (or a run directory's newest one) in eval mode; EMA weights by default."""
+# The model shipped with tinydiff (an inference-only export, see docs/RESULTS.md for how it was
+# trained): what `tinydiff sample` and `tinydiff.load()` use when no checkpoint is given.
+PRETRAINED = {"mnist": Path(__file__).parent / "pretrained" / "mnist"}
+
+
+def load(path: str | Path | None = None, *, ema: bool = True, device: str | torch.device = "cpu") -> DiffusionModel:
+    """Load a checkpoint (or a run directory's newest one) in eval mode; EMA weights by default.
+    Without a path, or with ``pretrained:mnist``, the model shipped with tinydiff."""
+    if path is None or str(path).startswith("pretrained:"):
+        name = "mnist" if path is None else str(path).partition(":")[2]
+        if name not in PRETRAINED:
+            raise TinydiffError(f"no shipped model {name!r}; tinydiff ships: {', '.join(PRETRAINED)}")
+        path = PRETRAINED[name]
     ckpt = resolve_checkpoint(path)
-    config = read_config(ckpt)
+    weights = "ema.safetensors" if ema else "model.safetensors"
+    config = read_config(ckpt, ("config.json", weights))
     try:
         net = build_net(config["net"])
         schedule = NoiseSchedule.create(config["schedule"]["name"], config["schedule"]["timesteps"])
         prediction = config["prediction"]
     except (KeyError, TypeError, ValueError) as err:
         raise TinydiffError(f"checkpoint {ckpt}: config.json does not describe a model ({err})") from None
-    load_weights(ckpt, "ema.safetensors" if ema else "model.safetensors", net)
+    load_weights(ckpt, weights, net)
     net = net.to(device).eval()
     if torch.device(device).type == "cpu":  # faster CPU convolutions (benchmarks/train_throughput.py)
         net = net.to(memory_format=torch.channels_last)

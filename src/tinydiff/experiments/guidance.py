@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..api import sample
+from ..metrics.classifier import weights_path
 from ..metrics.reference import score
 from ..model import DiffusionModel
 from ..viz import save_npz
@@ -21,10 +22,12 @@ from ..viz import save_npz
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
 
 
-def class_grid(model: DiffusionModel, w: float, per_class: int = 8, steps: int = 50, seed: int = 0) -> torch.Tensor:
+def class_grid(
+    model: DiffusionModel, w: float, per_class: int = 8, steps: int = 50, sampler: str = "ddim", seed: int = 0
+) -> torch.Tensor:
     """per_class samples of every class in order (a row per class when nrow = per_class)."""
     labels = torch.arange(model.num_classes).repeat_interleave(per_class)
-    return sample(model, len(labels), steps=steps, seed=seed, labels=labels, guidance=w)
+    return sample(model, len(labels), sampler=sampler, steps=steps, seed=seed, labels=labels, guidance=w)
 
 
 def sweep(
@@ -42,16 +45,23 @@ def sweep(
     if not model.num_classes:
         raise ValueError("the guidance sweep needs a class-conditional model (train with --conditional)")
     labels = torch.arange(n) % model.num_classes
+    metrics = ["fid", "kid"]
+    if weights_path(str(reference).partition(":")[0]).exists():
+        metrics.append("acc")
+    else:
+        log(f"no classifier for {reference}: conditional accuracy is not computed")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for w in weights:
             started = time.perf_counter()
             images = sample(model, n, sampler=sampler, steps=steps, seed=seed, labels=labels, guidance=w, progress=True)
             path = save_npz(images, Path(tmp) / f"w{w:g}.npz", labels)
-            report = score(str(path), reference, n, ["fid", "kid", "acc"], extractor, floor=True, log=log)
+            report = score(str(path), reference, n, metrics, extractor, floor=True, log=log)
             nfe = steps * (2 if w else 1)
-            row = {"w": w, "nfe": nfe, **{k: v for k, v in report.items() if k not in ("a", "b")}}
+            row = {"w": w, "sampler": sampler, "steps": steps, "nfe": nfe}
+            row.update({k: v for k, v in report.items() if k not in ("a", "b")})
             row["seconds"] = round(time.perf_counter() - started, 1)
             rows.append(row)
-            log(f"w = {w:g}: FID {row['fid']:.2f} (floor {row['fid_floor']:.2f}), accuracy {row['accuracy']:.4f}")
+            accuracy = f", accuracy {row['accuracy']:.4f}" if "accuracy" in row else ""
+            log(f"w = {w:g}: FID {row['fid']:.2f} (floor {row['fid_floor']:.2f}){accuracy}")
     return rows

@@ -69,7 +69,7 @@ def features(spec: str, n: int, extractor: InceptionFeatures, index: int = 0, lo
 
 
 def score(
-    spec_a: str, spec_b: str, n: int, metrics, extractor: InceptionFeatures, floor: bool = True, log=print
+    spec_a: str, spec_b: str, n: int, metrics, extractor: InceptionFeatures | None, floor: bool = True, log=print
 ) -> dict:
     """Metrics of image set A against reference B at n images each, with B's real-vs-real floor
     (draw 0 vs draw 1 of B) beside every figure."""
@@ -78,14 +78,9 @@ def score(
     same = str(spec_a) == str(spec_b)
     index_a = 1 if same else 0
     feature_metrics = [m for m in metrics if m not in ("is", "acc")]
-    report = {
-        "a": str(spec_a),
-        "b": str(spec_b),
-        "n": n,
-        "weights": extractor.weights_hash,
-        "preprocessing": PREPROCESSING,
-    }
-    if feature_metrics:
+    report = {"a": str(spec_a), "b": str(spec_b), "n": n}
+    if feature_metrics:  # Inception-feature metrics (the classifier metrics need no extractor)
+        report.update({"weights": extractor.weights_hash, "preprocessing": PREPROCESSING})
         a = features(spec_a, n, extractor, index=index_a, log=log)
         b = features(spec_b, n, extractor, index=0, log=log)
         report.update(compare(a, b, feature_metrics))

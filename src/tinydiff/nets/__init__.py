@@ -8,7 +8,7 @@ from torch import nn
 from .mlp import MLP
 from .unet import PRESETS, UNet
 
-NET_KINDS = ("unet", "mlp")
+NET_KINDS = ("unet", "mlp", "diffusers")  # diffusers: the baseline, nets/foreign.py
 
 
 def net_config(kind: str = "unet", preset: str | None = "tiny", image_shape=(1, 28, 28), **overrides) -> dict:
@@ -27,6 +27,10 @@ def net_config(kind: str = "unet", preset: str | None = "tiny", image_shape=(1, 
 def build_net(config: dict) -> nn.Module:
     config = dict(config)
     kind, image_shape = config.pop("kind"), config.pop("image_shape")
+    if kind == "diffusers":
+        from .foreign import DiffusersUNet
+
+        return DiffusersUNet(image_shape, **config)
     if kind == "mlp":
         config.pop("num_classes", None)
         return MLP(image_shape, **config)

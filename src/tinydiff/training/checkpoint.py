@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from ..data.fetch import atomic_write
 from ..errors import TinydiffError
 
 FORMAT_VERSION = 1
@@ -118,8 +119,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return complete[-1]
 
 
-def read_config(ckpt: Path) -> dict:
-    missing = [f for f in FILES if not (ckpt / f).is_file()]
+def read_config(ckpt: Path, needed=FILES) -> dict:
+    """config.json of a checkpoint, after checking that the ``needed`` files are there."""
+    missing = [f for f in needed if not (ckpt / f).is_file()]
     if missing:
         raise TinydiffError(f"checkpoint {ckpt} is incomplete: missing {', '.join(missing)}")
     try:
@@ -155,3 +157,16 @@ def load_trainer_state(ckpt: Path) -> dict:
         return torch.load(ckpt / "trainer_state.pt", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
         raise TinydiffError(f"checkpoint {ckpt}: cannot read trainer_state.pt ({err})") from None
+
+
+def export_model(ckpt: str | Path, out: str | Path, weights: str = "ema.safetensors") -> Path:
+    """An inference-only copy of a checkpoint: config.json and the (EMA) weights, renamed to
+    ema.safetensors; what `tinydiff.load` needs, a third of a training checkpoint's size."""
+    ckpt = resolve_checkpoint(ckpt)
+    read_config(ckpt, ("config.json", weights))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for source, target in (("config.json", "config.json"), (weights, "ema.safetensors")):
+        data = (ckpt / source).read_bytes()
+        atomic_write(out / target, lambda handle, data=data: handle.write(data))
+    return out

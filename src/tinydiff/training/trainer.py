@@ -160,7 +160,7 @@ class Trainer:
                 config.net,
                 config.preset if config.net == "unet" else None,
                 data.shape,
-                use_time=config.use_time,
+                use_time=config.use_time if config.net != "diffusers" else None,
                 dropout=config.dropout if config.net == "unet" else None,
                 num_classes=data.num_classes if config.conditional else None,
             ),
