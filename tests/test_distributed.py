@@ -99,7 +99,8 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the workers")
-def test_killing_one_rank_stops_the_others_and_keeps_the_last_checkpoint(npz, tmp_path):
+@pytest.mark.parametrize("how", ["kill a rank", "sigterm the launcher"])
+def test_stopping_one_process_stops_all_and_keeps_the_last_checkpoint(npz, tmp_path, how):
     out = tmp_path / "run"
     proc = _tinydiff("--data", npz, "--out", str(out), "--steps", "100000", "--ckpt-every", "2", *ARGS)
     deadline = time.time() + 120
@@ -109,12 +110,15 @@ def test_killing_one_rank_stops_the_others_and_keeps_the_last_checkpoint(npz, tm
     (launcher,) = _children(proc.pid)  # tinydiff --nproc -> torchrun -> two workers
     workers = _children(launcher)
     assert len(workers) == 2
-    os.kill(workers[1], signal.SIGKILL)
+    if how == "kill a rank":
+        os.kill(workers[1], signal.SIGKILL)
+    else:
+        proc.send_signal(signal.SIGTERM)
     started = time.time()
     output = proc.communicate(timeout=90)[0].decode()
     assert proc.returncode != 0, output
     assert time.time() - started < 90
-    survivors = [pid for pid in workers if Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid)]
+    survivors = [pid for pid in [launcher, *workers] if "zombie" not in _state(pid)]
     assert not survivors, output
     model = load(out)  # the newest checkpoint is complete
     assert model.config["train"]["steps"] == 100000

@@ -97,6 +97,12 @@ def session(device: str = "auto", timeout_s: float = 300.0):
 
 
 def launch(nproc: int, argv: list[str]) -> int:
-    """Run ``tinydiff <argv>`` under torchrun with nproc processes on this machine; its exit code."""
+    """Run ``tinydiff <argv>`` under torchrun with nproc processes on this machine; its exit code.
+    A SIGTERM to this process is passed on to torchrun, which stops the workers."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    return subprocess.call([*command, "-m", "tinydiff", *argv])
+    proc = subprocess.Popen([*command, "-m", "tinydiff", *argv])
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signum))
+    try:
+        return proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
