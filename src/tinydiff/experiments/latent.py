@@ -35,9 +35,11 @@ def reconstruction(model: DiffusionModel, images: torch.Tensor, steps=RECONSTRUC
 
 
 def consistency(model: DiffusionModel, n: int = 8, steps=CONSISTENCY_STEPS, seed: int = 0) -> torch.Tensor:
-    """The same n latents x_T decoded with each S in ``steps`` (DDIM Fig. 5): one row per S."""
+    """The same n latents x_T decoded with each S in ``steps`` (DDIM Fig. 5): one row per S. A
+    conditional model is given the classes in turn (column i: class i mod num_classes)."""
     x_T = torch.randn((n, *model.image_shape), generator=torch.Generator().manual_seed(seed))
-    return torch.cat([sample(model, n, sampler="ddim", steps=s, x_T=x_T) for s in steps])
+    labels = torch.arange(n) % model.num_classes if model.num_classes else None
+    return torch.cat([sample(model, n, sampler="ddim", steps=s, x_T=x_T, labels=labels) for s in steps])
 
 
 def interpolate(model: DiffusionModel, z0, z1, frames: int = 9, steps: int = 50, clip_x0: bool = True):
