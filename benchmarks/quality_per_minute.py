@@ -58,11 +58,11 @@ def train(name: str, args) -> Path:
     return out
 
 
-def evaluate(run: Path, args, extractor) -> list[dict]:
+def evaluate(run: Path, args, extractor):
+    """Yields one row per (NFE, sampler)."""
     model = tinydiff.load(run)
     state = load_trainer_state(resolve_checkpoint(run))
     labels = torch.arange(args.n) % model.num_classes if model.num_classes else None
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for nfe in args.nfe:
             for sampler in args.samplers.split(","):
@@ -71,21 +71,24 @@ def evaluate(run: Path, args, extractor) -> list[dict]:
                 sampling_s = time.perf_counter() - started
                 path = save_npz(images, Path(tmp) / "samples.npz", labels)
                 report = score(str(path), args.ref, args.n, ["fid", "kid"], extractor, floor=True, log=lambda m: None)
-                rows.append(
-                    {
-                        "run": str(run),
-                        "net": model.config["net"]["kind"],
-                        "params": sum(p.numel() for p in model.net.parameters()),
-                        "train_minutes": round(state.get("elapsed_s", 0.0) / 60, 1),
-                        "train_steps": int(state["step"]),
-                        "sampler": sampler,
-                        "nfe": nfe,
-                        "sampling_s": round(sampling_s, 1),
-                        **{k: report[k] for k in ("fid", "fid_floor", "kid", "n")},
-                    }
-                )
-                print(json.dumps(rows[-1]), flush=True)
-    return rows
+                row = {
+                    "run": str(run),
+                    "net": model.config["net"]["kind"],
+                    "params": sum(p.numel() for p in model.net.parameters()),
+                    "train_minutes": round(state.get("elapsed_s", 0.0) / 60, 1),
+                    "train_steps": int(state["step"]),
+                    "sampler": sampler,
+                    "nfe": nfe,
+                    "sampling_s": round(sampling_s, 1),
+                    **{k: report[k] for k in ("fid", "fid_floor", "kid", "n")},
+                }
+                print(json.dumps(row), flush=True)
+                yield row
+
+
+def write_json(args, rows: list[dict]) -> None:
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n")
 
 
 def main() -> None:
@@ -109,7 +112,11 @@ def main() -> None:
 
     runs = {name: train(name, args) for name in args.nets.split(",")}
     extractor = InceptionFeatures("cpu")
-    rows = [row for name, run in runs.items() for row in evaluate(run, args, extractor)]
+    rows = []
+    for run in runs.values():
+        for row in evaluate(run, args, extractor):  # written after every row: a long run keeps what it scored
+            rows.append(row)
+            write_json(args, rows)
 
     print(f"\n{'net':10} {'params':>9} {'train min':>9} {'steps':>6} {'sampler':8} {'NFE':>4} {'FID':>7} {'floor':>6}")
     for r in rows:
@@ -117,8 +124,6 @@ def main() -> None:
             f"{r['net']:10} {r['params']:9d} {r['train_minutes']:9.1f} {r['train_steps']:6d} {r['sampler']:8} "
             f"{r['nfe']:4d} {r['fid']:7.2f} {r['fid_floor']:6.2f}"
         )
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n")
     print(f"\nwrote {args.json}")
 
 

@@ -65,7 +65,12 @@ def test_bad_input_gives_one_line_and_nonzero_exit(command, message, npz, tmp_pa
 def test_sampler_option_mismatch_and_debug(npz, tmp_path, capsys):
     train_tiny(npz, tmp_path / "run", steps=1)
     assert cli(f"sample --ckpt {tmp_path / 'run'} --sampler ddpm --eta 0.5 --out {tmp_path / 'g.png'}") == 2
-    assert "eta" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "ddpm does not take eta" in err and "variance" in err  # names the options it does take
+    # eval takes the same sampler options, and refuses a mismatch before sampling anything
+    assert cli(f"eval --ckpt {tmp_path / 'run'} --sampler dpm++2m --sigma-hat --n 4 --no-floor") == 2
+    assert "dpm++2m does not take sigma_hat" in capsys.readouterr().err
+    assert not list((tmp_path / "run").glob("eval-*"))
     result = subprocess.run(
         [sys.executable, "-m", "tinydiff", "--debug", "sample", "--ckpt", "/nonexistent"],
         capture_output=True,

@@ -174,6 +174,16 @@ def test_bfloat16_autocast_trains(npz, tmp_path):
     assert load(tmp_path / "run").net.stem.weight.dtype == torch.float32  # weights stay float32
 
 
+def test_compiled_training_computes_what_eager_training_does(npz, tmp_path):
+    Trainer(_config(npz, tmp_path / "eager", steps=2)).run(progress=False)
+    Trainer(_config(npz, tmp_path / "compiled", steps=2, compile=True)).run(progress=False)
+    for x, y in zip(_weights(tmp_path / "eager"), _weights(tmp_path / "compiled")):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
+    # the checkpoint holds the plain network's weights (no compiled-module prefixes), and a
+    # run may be resumed without compiling
+    Trainer(_config(npz, tmp_path / "compiled", steps=3), resume=True).run(progress=False)
+
+
 def test_python_api_train_load_sample(npz, tmp_path):
     import tinydiff
 

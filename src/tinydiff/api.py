@@ -72,6 +72,10 @@ def sample(
     sample_fn = get_sampler(sampler)
     if steps is not None:
         options["steps"] = steps
+    takes = inspect.signature(sample_fn).parameters
+    if unknown := sorted(set(options) - set(takes)):
+        own = [name for name, p in takes.items() if p.kind == p.KEYWORD_ONLY and name not in ("generator", "callback")]
+        raise TinydiffError(f"sampler {sampler} does not take {', '.join(unknown)}; its options: {', '.join(own)}")
     generator = torch.Generator(model.device).manual_seed(seed)
     if x_T is None:
         x_T = torch.randn((n, *model.image_shape), generator=generator, device=model.device)
@@ -85,7 +89,7 @@ def sample(
         raise TinydiffError("guidance needs class labels")
     batches = x_T.split(batch_size)
     label_batches = [None] * len(batches) if labels is None else labels.split(batch_size)
-    steps_per_batch = options.get("steps") or inspect.signature(sample_fn).parameters["steps"].default
+    steps_per_batch = options.get("steps") or takes["steps"].default
     bar = tqdm(
         total=len(batches) * (steps_per_batch or model.schedule.num_timesteps),
         disable=not progress,

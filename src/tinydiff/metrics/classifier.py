@@ -1,12 +1,13 @@
-"""A small digit classifier that tinydiff trains itself and ships (weights under 1 MB), for an
-MNIST Inception-Score analogue (``is_mnist``) and for conditional accuracy.
+"""Small 28x28 classifiers that tinydiff trains itself and ships (weights under 1 MB), one per
+dataset (MNIST, Fashion-MNIST), for an Inception-Score analogue (``is_mnist``,
+``is_fashion-mnist``) and for conditional accuracy.
 
-The FID network has no classifier head, and ImageNet classes mean nothing for digits, so the
-score here is *not* the ImageNet Inception Score: it is IS = exp(E_x KL(p(y|x) || p(y)))
-(Salimans et al. 2016) with p(y|x) from this classifier, named after its dataset. Its
-maximum is 10 (confident and balanced over the ten classes).
+The FID network has no classifier head, and ImageNet classes mean nothing for digits or
+clothes, so the score here is *not* the ImageNet Inception Score: it is
+IS = exp(E_x KL(p(y|x) || p(y))) (Salimans et al. 2016) with p(y|x) from this classifier,
+named after its dataset. Its maximum is 10 (confident and balanced over the ten classes).
 
-Reproduce the shipped weights:  python -m tinydiff.metrics.classifier mnist
+Reproduce the shipped weights:  python -m tinydiff.metrics.classifier mnist   (or fashion-mnist)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ..errors import TinydiffError
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
-class DigitClassifier(nn.Module):
+class SmallClassifier(nn.Module):
     """Three 3x3 conv layers with max-pooling, global average pooling, a linear head.
     x: [N, 1, 28, 28] in [-1, 1] -> logits [N, 10]."""
 
@@ -46,21 +47,21 @@ def weights_path(dataset: str) -> Path:
     return WEIGHTS_DIR / f"{dataset}-classifier.safetensors"
 
 
-def load_classifier(dataset: str = "mnist") -> DigitClassifier:
+def load_classifier(dataset: str = "mnist") -> SmallClassifier:
     path = weights_path(dataset)
     if not path.exists():
         available = sorted(p.name.split("-classifier")[0] for p in WEIGHTS_DIR.glob("*-classifier.safetensors"))
         raise TinydiffError(f"no classifier for {dataset!r}; tinydiff ships: {', '.join(available) or 'none'}")
-    net = DigitClassifier()
+    net = SmallClassifier()
     net.load_state_dict(load_file(path))
     return net.eval()
 
 
 @torch.inference_mode()
-def class_probabilities(net: DigitClassifier, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+def class_probabilities(net: SmallClassifier, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """uint8 [N, 1, 28, 28] -> p(y | x) [N, 10], float64."""
     if images.dtype != torch.uint8 or tuple(images.shape[1:]) != (1, 28, 28):
-        raise TinydiffError(f"the digit classifier takes uint8 [N, 1, 28, 28] images, got {tuple(images.shape)}")
+        raise TinydiffError(f"the classifier takes uint8 [N, 1, 28, 28] images, got {tuple(images.shape)}")
     assert not net.training, "the classifier must run in eval mode"
     chunks = [F.softmax(net(x.float() / 127.5 - 1), dim=1) for x in images.split(batch_size)]
     return torch.cat(chunks).double()
@@ -83,13 +84,13 @@ def accuracy(probabilities: torch.Tensor, labels: torch.Tensor) -> float:
 
 def train_classifier(
     dataset: str = "mnist", epochs: int = 4, batch_size: int = 128, seed: int = 0, log=print
-) -> tuple[DigitClassifier, float]:
+) -> tuple[SmallClassifier, float]:
     """Train on ``dataset``'s training split (Adam, one-cycle), return (net, test accuracy)."""
     from ..data import load_dataset
 
     torch.manual_seed(seed)
     train, test = load_dataset(f"{dataset}:train"), load_dataset(f"{dataset}:test")
-    net = DigitClassifier()
+    net = SmallClassifier()
     steps = epochs * (len(train) // batch_size)
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps)
@@ -108,7 +109,7 @@ def train_classifier(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="train and save the shipped digit classifier")
+    parser = argparse.ArgumentParser(description="train and save a shipped classifier (mnist, fashion-mnist)")
     parser.add_argument("dataset", nargs="?", default="mnist")
     parser.add_argument("--epochs", type=int, default=4)
     args = parser.parse_args()
