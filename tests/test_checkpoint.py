@@ -98,15 +98,21 @@ def test_export_keeps_what_sampling_needs(tmp_path):
         load(out, ema=False)
 
 
-def test_the_shipped_model_is_the_default_and_samples_every_class():
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_the_shipped_models_load_and_sample_every_class(name):
     from tinydiff import sample
     from tinydiff.model import PRETRAINED
 
-    model = load()  # no path: pretrained:mnist
+    model = load(f"pretrained:{name}")
+    assert model.config["data"]["spec"] == name  # each folder holds the model of its dataset
     assert model.image_shape == (1, 28, 28) and model.num_classes == 10
-    size = sum(f.stat().st_size for f in PRETRAINED["mnist"].iterdir())
+    size = sum(f.stat().st_size for f in PRETRAINED[name].iterdir())
     assert size < 20 * 2**20
     images = sample(model, 10, steps=2, labels=list(range(10)), guidance=1.0)
     assert images.shape == (10, 1, 28, 28) and images.std() > 0.1
-    with pytest.raises(TinydiffError, match="no shipped model 'cifar'"):
+
+
+def test_the_mnist_model_is_the_default():
+    assert load().config["data"]["spec"] == "mnist"  # no path: pretrained:mnist
+    with pytest.raises(TinydiffError, match="no shipped model 'cifar'; tinydiff ships: fashion-mnist, mnist"):
         load("pretrained:cifar")

@@ -47,9 +47,10 @@ class DiffusionModel:
         return guided_denoiser(self.net, self.schedule, self.prediction, labels, self.num_classes, guidance)
 
 
-# The model shipped with tinydiff (an inference-only export, see docs/RESULTS.md for how it was
-# trained): what `tinydiff sample` and `tinydiff.load()` use when no checkpoint is given.
-PRETRAINED = {"mnist": Path(__file__).parent / "pretrained" / "mnist"}
+# The models shipped with tinydiff (inference-only exports, one folder per dataset; docs/RESULTS.md
+# says how each was trained): `pretrained:NAME`. The MNIST one is what `tinydiff sample` and
+# `tinydiff.load()` use when no checkpoint is given.
+PRETRAINED = {p.name: p for p in sorted((Path(__file__).parent / "pretrained").iterdir()) if p.is_dir()}
 
 
 def load(path: str | Path | None = None, *, ema: bool = True, device: str | torch.device = "cpu") -> DiffusionModel:
