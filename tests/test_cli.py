@@ -62,7 +62,7 @@ def test_bad_input_gives_one_line_and_nonzero_exit(command, message, npz, tmp_pa
     assert err.count("\n") == 0 and message in err and "Traceback" not in err
 
 
-def test_sampler_option_mismatch_and_debug(npz, tmp_path, capsys):
+def test_sampler_option_mismatch_and_debug(npz, tmp_path, capsys, monkeypatch):
     train_tiny(npz, tmp_path / "run", steps=1)
     assert cli(f"sample --ckpt {tmp_path / 'run'} --sampler ddpm --eta 0.5 --out {tmp_path / 'g.png'}") == 2
     err = capsys.readouterr().err
@@ -71,6 +71,11 @@ def test_sampler_option_mismatch_and_debug(npz, tmp_path, capsys):
     assert cli(f"eval --ckpt {tmp_path / 'run'} --sampler dpm++2m --sigma-hat --n 4 --no-floor") == 2
     assert "dpm++2m does not take sigma_hat" in capsys.readouterr().err
     assert not list((tmp_path / "run").glob("eval-*"))
+    # a shipped model has no run directory: eval's samples go to the current directory
+    monkeypatch.chdir(tmp_path)
+    assert cli("eval --ckpt pretrained:mnist --sampler ddim --steps 2 --n 10 --metrics acc --no-floor") == 0
+    assert (tmp_path / "pretrained-mnist-eval-ddim-2-w0-n10.npz").exists()
+    assert not (tmp_path / "pretrained:mnist").exists()
     result = subprocess.run(
         [sys.executable, "-m", "tinydiff", "--debug", "sample", "--ckpt", "/nonexistent"],
         capture_output=True,

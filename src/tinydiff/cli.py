@@ -225,7 +225,12 @@ def _cmd_eval(args) -> None:
         **_sampler_kwargs(args),
     )
     tag = f"-w{args.guidance:g}" if labels is not None else ""
-    out = Path(args.out or Path(args.ckpt) / f"eval-{args.sampler}-{args.steps}{tag}-n{n}.npz")
+    name = f"eval-{args.sampler}-{args.steps}{tag}-n{n}.npz"
+    if args.ckpt.startswith("pretrained:"):  # a shipped model has no run directory: use the current one
+        default = Path(f"{args.ckpt.replace(':', '-')}-{name}")
+    else:
+        default = Path(args.ckpt) / name
+    out = Path(args.out) if args.out else default
     save_npz(images, out, labels)
     print(f"samples: {out}", file=sys.stderr)
     _score(args, str(out), reference)
