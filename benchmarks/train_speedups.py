@@ -5,6 +5,9 @@ The step is the real one (tinydiff's loss: v-prediction with min-SNR weighting, 
 backward, AdamW), on MNIST-sized random batches. Variants are timed in interleaved rounds so
 that machine noise hits all alike; the table reports medians and the ratio to plain eager.
 Compilation happens in the warm-up and is reported separately (a training run pays it once).
+Before any timing, each variant's gradient on the same batch from the same initial weights is
+compared with plain eager's: a variant that is fast because it skips part of the backward pass
+(torch 2.13's inductor with bf16 autocast does) is marked, not credited.
 
     python benchmarks/train_speedups.py [--preset tiny --batch-size 64 --rounds 5 --steps 3]
 """
@@ -29,9 +32,13 @@ SHAPE = (1, 28, 28)
 
 
 def make_step(preset: str, channels_last: bool, bf16: bool, compiled: bool, batch_size: int):
-    """A closure running one training step of a fresh network, and the first call's seconds."""
+    """A closure running one training step of a fresh network, the first call's seconds, and the
+    first call's gradient (every parameter's, flattened in the standard layout)."""
     torch.manual_seed(0)
     net = build_net(net_config("unet", preset, SHAPE, num_classes=10))
+    for p in net.parameters():  # zero-initialised output layers would give everything upstream no gradient
+        if not p.any():
+            torch.nn.init.normal_(p, std=0.02)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     model = torch.compile(net) if compiled else net
@@ -44,17 +51,29 @@ def make_step(preset: str, channels_last: bool, bf16: bool, compiled: bool, batc
     noise = torch.randn_like(x0)
     labels = torch.randint(0, 11, (batch_size,))
 
-    def step() -> None:
+    def backward() -> None:
         autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         with autocast:
             loss = diffusion_loss(model, schedule, x0, t, noise, "v", "min-snr", labels).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+
+    def step() -> None:
+        backward()
         optimizer.step()
 
     started = time.perf_counter()
-    step()  # warm-up (and compilation)
-    return step, time.perf_counter() - started
+    backward()  # warm-up (and compilation), before any update: the gradient at the shared start
+    first_s = time.perf_counter() - started
+    grads = [p.grad.contiguous().flatten() for p in net.parameters()]
+    step()
+    return step, first_s, grads
+
+
+def compare(grads: list[torch.Tensor], reference: list[torch.Tensor]) -> tuple[float, int]:
+    """Cosine similarity of the whole gradient to the reference, and parameters with none."""
+    cosine = torch.nn.functional.cosine_similarity(torch.cat(grads), torch.cat(reference), dim=0)
+    return float(cosine), sum(int(g.abs().sum() == 0) for g in grads)
 
 
 def main() -> None:
@@ -73,7 +92,7 @@ def main() -> None:
         variants[name or "plain fp32 eager"] = make_step(args.preset, channels_last, bf16, compiled, args.batch_size)
     timings = {name: [] for name in variants}
     for _ in range(args.rounds):
-        for name, (step, _) in variants.items():
+        for name, (step, _, _) in variants.items():
             started = time.perf_counter()
             for _ in range(args.steps):
                 step()
@@ -82,14 +101,19 @@ def main() -> None:
     base = statistics.median(timings["plain fp32 eager"])
     print(f"\n{args.preset}, batch {args.batch_size}, {torch.get_num_threads()} threads, torch {torch.__version__}, ")
     print(f"median of {args.rounds} interleaved rounds x {args.steps} steps\n")
-    print("| variant | train images/s | vs plain | first step (s) |")
-    print("|---|---:|---:|---:|")
+    reference = variants["plain fp32 eager"][2]
+    print("| variant | train images/s | vs plain | first step (s) | grad cosine to plain | params without grad |")
+    print("|---|---:|---:|---:|---:|---:|")
     rows = []
-    for name, (_, first_s) in variants.items():
+    for name, (_, first_s, grads) in variants.items():
         speed = statistics.median(timings[name])
+        cosine, dead = compare(grads, reference)
         rows.append({"variant": name, "images_per_s": speed, "ratio": speed / base, "first_step_s": first_s,
-                     "rounds": timings[name]})  # fmt: skip
-        print(f"| {name} | {speed:.1f} | {speed / base:.2f}x | {first_s:.1f} |")
+                     "grad_cosine": cosine, "params_without_grad": dead, "params": len(grads),
+                     "valid": dead == 0, "rounds": timings[name]})  # fmt: skip
+        mark = "" if dead == 0 else " (INVALID: skips part of the backward pass)"
+        cells = f"{speed:.1f} | {speed / base:.2f}x | {first_s:.1f} | {cosine:.4f} | {dead} of {len(grads)}"
+        print(f"| {name}{mark} | {cells} |")
     result = {"preset": args.preset, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
               "torch": torch.__version__, "rows": rows}  # fmt: skip
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,9 @@ from tinydiff.training.checkpoint import list_checkpoints
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built")
 
-ARGS = ["--batch-size", "8", "--log-every", "2", "--lr", "1e-3", "--warmup", "2", "--sample-grid", "0", "--no-progress"]
+# a constant learning rate, so that a run stopped at step 3 and resumed to 6 is the 6-step run
+ARGS = ["--batch-size", "8", "--log-every", "2", "--lr", "1e-3", "--warmup", "2", "--lr-schedule", "constant"]
+ARGS += ["--sample-grid", "0", "--no-progress"]
 
 
 @pytest.fixture
@@ -49,6 +51,7 @@ def _run(*args, nproc=2):
 
 
 def _single(npz, out, steps, **kw):
+    kw.setdefault("lr_schedule", "constant")  # as ARGS
     config = TrainConfig(
         data=npz, out=str(out), steps=steps, batch_size=8, lr=1e-3, warmup=2, sample_grid=0, log_every=2, **kw
     )

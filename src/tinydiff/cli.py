@@ -48,7 +48,9 @@ def _train_parser(sub, common) -> None:
     p.add_argument("--grad-clip", type=float, default=DEFAULTS.grad_clip)
     p.add_argument("--accumulate", type=int, default=DEFAULTS.accumulate, help="gradient accumulation micro-batches")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
-    p.add_argument("--compile", action="store_true", help="torch.compile the network (costs about a minute once)")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the network (costs about a minute once; not with --amp)"
+    )
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--subset", type=int, default=None, help="train on a random subset of this many images")
     p.add_argument("--hflip", action="store_true", help="random horizontal flips (not for digits)")
