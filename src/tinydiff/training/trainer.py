@@ -58,8 +58,9 @@ class TrainConfig:
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     accumulate: int = 1
-    # bfloat16 autocast (about 1.4x the images/s of fp32 on a 2-core CPU with native bf16) and
-    # torch.compile (about 1.1x; compiling costs a minute once): benchmarks/train_speedups.py.
+    # bfloat16 autocast (1.76x the images/s of fp32 in the isolated step on a 2-core CPU with
+    # native bf16; 13 % more steps in a whole 60-minute run, at equal FID) and torch.compile (1.11x;
+    # compiling costs up to a minute once): benchmarks/train_speedups.py, docs/RESULTS.md.
     # Not together: see AMP_WITH_COMPILE.
     amp: bool = False
     compile: bool = False
