@@ -10,7 +10,7 @@ import torch
 from helpers import digit_like_images
 from PIL import Image
 
-from tinydiff.data import datasets, fetch, load_dataset
+from tinydiff.data import ImageData, datasets, fetch, load_dataset
 from tinydiff.errors import TinydiffError
 
 
@@ -170,6 +170,19 @@ def test_batches_are_scaled_and_subsets_seeded(tmp_path):
     assert len(a) == 20 and torch.equal(a.images, b.images)
     with pytest.raises(TinydiffError, match="subset"):
         data.subset(51)
+
+
+def test_labels_like_follows_the_class_proportions():
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 15 + [3] * 5)
+    data = ImageData(torch.zeros(100, 1, 2, 2, dtype=torch.uint8), labels, "skewed")
+    drawn = data.labels_like(40)
+    assert torch.bincount(drawn, minlength=4).tolist() == [20, 12, 6, 2]
+    assert torch.bincount(drawn[:20], minlength=4).tolist() == [10, 6, 3, 1]  # interleaved, not sorted
+    # largest remainder: 7 x (0.5, 0.3, 0.15, 0.05) = (3.5, 2.1, 1.05, 0.35) -> 3 + 2 + 1 + 1 (0.5 first)
+    assert torch.bincount(data.labels_like(7), minlength=4).tolist() == [4, 2, 1, 0]
+    assert len(data.labels_like(1)) == 1 and data.labels_like(1).item() == 0
+    with pytest.raises(TinydiffError, match="no labels"):
+        ImageData(data.images, None, "plain").labels_like(3)
 
 
 @pytest.mark.slow

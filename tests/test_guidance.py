@@ -121,6 +121,8 @@ def test_cli_class_all_grid_and_errors(conditional_run, tmp_path, capsys):
     width, height = Image.open(tmp_path / "g.png").size
     assert height > 4 * width  # 10 rows of 2
     capsys.readouterr()
+    assert main([*args, "--class", "data", "--n", "20", "--npz", str(npz)]) == 0  # the data's 2 of each class
+    assert sorted(np.load(npz)["y"].tolist()) == [c for c in range(10) for _ in range(2)]
     assert main([*args, "--class", "10"]) == 2
     assert "out of range" in capsys.readouterr().err
     assert main([*args, "--class", "three"]) == 2

@@ -86,3 +86,8 @@ def test_trajectory_values():
         s.timesteps(1001)
     assert s.timesteps(50, "quadratic")[-4:].tolist() == [3, 2, 1, 0]  # DDIM's 0, 0, 1, 3 made distinct
     assert s.timesteps(1000, "quadratic").tolist() == list(range(999, -1, -1))
+    # logsnr: equal steps in lambda = log(SNR) / 2, from lambda(T-1) towards lambda(0)
+    tau = s.timesteps(10, "logsnr")
+    lam = s.snr(tau).log() / 2
+    step = (s.snr(0).log() / 2 - s.snr(999).log() / 2) / 10
+    assert tau[0] == 999 and torch.allclose(lam.diff(), step.expand(9), rtol=0.05)

@@ -85,6 +85,15 @@ def test_subset_and_other_objectives_train(npz, tmp_path):
         assert model.prediction == kind and model.config["data"]["size"] == 20
 
 
+def test_channels_sets_the_unet_width_and_is_checked(npz, tmp_path):
+    Trainer(_config(npz, tmp_path / "c12", steps=1, channels=12)).run(progress=False)
+    model = load(tmp_path / "c12")
+    assert model.config["net"]["channels"] == 12 and model.net.stem.out_channels == 12
+    assert Trainer(_config(npz, tmp_path / "preset", steps=1)).net.stem.out_channels == 32  # tiny's
+    with pytest.raises(TinydiffError, match="--channels must be a positive multiple of 4"):
+        Trainer(_config(npz, tmp_path / "bad", channels=10))
+
+
 def test_resume_refuses_another_config_and_fresh_runs_refuse_old_dirs(npz, tmp_path):
     Trainer(_config(npz, tmp_path / "run", steps=3)).run(progress=False)
     with pytest.raises(TinydiffError, match="another config: lr=0.001"):

@@ -34,6 +34,7 @@ def _train_parser(sub, common) -> None:
         "--net", default=DEFAULTS.net, choices=["unet", "mlp", "diffusers"], help="diffusers: UNet2DModel baseline"
     )
     p.add_argument("--preset", default=DEFAULTS.preset, help="U-Net size: tiny, small, medium, base")
+    p.add_argument("--channels", type=int, default=None, help="U-Net base width (default: the preset's)")
     p.add_argument("--steps", type=int, default=DEFAULTS.steps, help="optimizer steps in total")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     p.add_argument("--lr", type=float, default=DEFAULTS.lr)
@@ -123,7 +124,7 @@ def _sampler_options(p) -> None:
     p.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1] (default 0)")
     p.add_argument("--sigma-hat", action="store_true", default=None, help="DDIM with Table 1's sigma-hat noise")
     p.add_argument("--variance", default=None, choices=["posterior", "beta"], help="DDPM sigma_t^2")
-    p.add_argument("--spacing", default=None, help="trajectory: uniform, leading, trailing, quadratic")
+    p.add_argument("--spacing", default=None, help="trajectory: uniform, leading, trailing, quadratic, logsnr")
     p.add_argument("--no-clip", dest="clip_x0", action="store_false", default=None, help="do not clip x0 to [-1, 1]")
 
 
@@ -136,7 +137,8 @@ def _guidance_options(p) -> None:
         "--class",
         dest="label",
         default=None,
-        help="conditional models: a class index, 'all' (every class) or 'none' (the unconditional null class)",
+        help="conditional models: a class index, 'all' (every class, balanced), 'data' (classes in the training "
+        "data's proportions) or 'none' (the unconditional null class)",
     )
     p.add_argument(
         "--guidance",
@@ -149,7 +151,8 @@ def _guidance_options(p) -> None:
 
 def _labels(label: str | None, model, n: int, per_class: int | None = None):
     """(labels or None, number of images) for --class; 'all' gives per_class images of each class
-    in order (sample) or n labels cycling through the classes (eval)."""
+    in order (sample) or n labels cycling through the classes (eval); 'data' gives n labels in the
+    proportions of the training data's classes."""
     if label is None or label == "none":
         if label is None and model.num_classes and per_class is None:
             label = "all"  # eval of a conditional model: balanced classes by default
@@ -157,6 +160,10 @@ def _labels(label: str | None, model, n: int, per_class: int | None = None):
             return None, n
     if not model.num_classes:
         raise TinydiffError("this model is not class-conditional (trained without --conditional): drop --class")
+    if label == "data":  # the training data's class frequencies, p(y)
+        from .data import load_dataset
+
+        return load_dataset(model.config["data"]["spec"]).labels_like(n), n
     if label == "all":
         if per_class is not None:
             return torch.arange(model.num_classes).repeat_interleave(per_class), model.num_classes * per_class
@@ -164,7 +171,7 @@ def _labels(label: str | None, model, n: int, per_class: int | None = None):
     try:
         return torch.full((n,), int(label)), n
     except ValueError:
-        raise TinydiffError(f"--class must be a class index, 'all' or 'none', got {label!r}") from None
+        raise TinydiffError(f"--class must be a class index, 'all', 'data' or 'none', got {label!r}") from None
 
 
 def _metrics_options(p) -> None:

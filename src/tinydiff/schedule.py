@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 SCHEDULES = ("linear", "cosine")
-SPACINGS = ("uniform", "leading", "trailing", "quadratic")
+SPACINGS = ("uniform", "leading", "trailing", "quadratic", "logsnr")
 
 
 def linear_betas(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
@@ -98,6 +98,9 @@ class NoiseSchedule:
         trailing:  round(T - k T / S) - 1 (diffusers' "trailing"): starts at T-1.
         quadratic: floor(linspace(0, sqrt(0.8 T), S)^2) (DDIM's code, used for CIFAR-10), with
                    repeated small values moved up to keep S distinct steps.
+        logsnr:    uniform in lambda = log(alpha / sigma) (DPM-Solver Sec. 3.3, its advice for small
+                   images): S + 1 points from lambda(T-1) to lambda(0), the last dropped as in
+                   trailing, each mapped to the nearest timestep.
         Samplers step from each element to the next, and from the last to -1 (clean data).
         """
         T = self.num_timesteps
@@ -113,6 +116,10 @@ class NoiseSchedule:
         elif spacing == "quadratic":
             grid = torch.linspace(0, math.sqrt(0.8 * T), num_steps, dtype=torch.float64)
             steps = (grid**2).long()
+        elif spacing == "logsnr":
+            lam = self.snr(torch.arange(T)).log() / 2  # decreasing in t
+            grid = torch.linspace(float(lam[-1]), float(lam[0]), num_steps + 1, dtype=torch.float64)[:-1]
+            steps = (lam[None, :] - grid[:, None]).abs().argmin(1)
         else:
             raise ValueError(f"unknown spacing {spacing!r}; choose from {', '.join(SPACINGS)}")
         # Rounding can repeat a timestep (DDIM's quadratic grid gives 0, 0, 1, 3, ... for S = 50);

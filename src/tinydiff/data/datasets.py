@@ -62,6 +62,20 @@ class ImageData:
         index = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
         return self.select(index, f"{self.name}[{n}]")
 
+    def labels_like(self, n: int) -> torch.Tensor:
+        """n class labels whose counts are proportional to this dataset's (largest remainder),
+        classes interleaved: what a conditional model needs to sample the data distribution p(y)
+        rather than balanced classes (MNIST has 11.2 % ones and 9.0 % fives)."""
+        if self.labels is None:
+            raise TinydiffError(f"{self.name} has no labels")
+        share = torch.bincount(self.labels, minlength=self.num_classes).double() * n / len(self)
+        counts = share.floor().long()
+        counts[torch.argsort(share - counts, descending=True)[: n - int(counts.sum())]] += 1
+        # interleave: class c's k-th label sits at (k + 1/2) / counts[c] of the sequence
+        labels = torch.arange(self.num_classes).repeat_interleave(counts)
+        position = torch.cat([(torch.arange(int(c)) + 0.5) / c for c in counts if c > 0])
+        return labels[torch.argsort(position, stable=True)]
+
     def select(self, index: torch.Tensor, name: str) -> ImageData:
         """The images (and labels) at ``index``."""
         labels = None if self.labels is None else self.labels[index]

@@ -39,6 +39,7 @@ class TrainConfig:
     out: str = "runs/mnist"
     net: str = "unet"
     preset: str = "tiny"
+    channels: int | None = None  # U-Net base width; None: the preset's
     steps: int = 2000
     batch_size: int = 64
     lr: float = 2e-3
@@ -116,6 +117,10 @@ def _validate(config: TrainConfig) -> None:
         (config.ckpt_every > 0, "--ckpt-every must be positive"),
         (0.0 <= config.p_uncond < 1.0, "--p-uncond must be in [0, 1)"),
         (config.minutes is None or config.minutes > 0, "--minutes must be positive"),
+        (
+            config.channels is None or (config.channels > 0 and config.channels % 4 == 0),
+            "--channels must be a positive multiple of 4",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -184,6 +189,7 @@ class Trainer:
                 data.shape,
                 use_time=config.use_time if config.net != "diffusers" else None,
                 dropout=config.dropout if config.net == "unet" else None,
+                channels=config.channels if config.net == "unet" else None,
                 num_classes=data.num_classes if config.conditional else None,
             ),
             "schedule": {"name": config.schedule, "timesteps": config.timesteps},
