@@ -31,8 +31,14 @@ from tinydiff.metrics.reference import score
 from tinydiff.training.checkpoint import load_trainer_state, resolve_checkpoint
 from tinydiff.viz import save_npz
 
-# name -> train options beyond the shared ones; "tiny" is tinydiff's default U-Net
-NETS = {"tiny": {"net": "unet", "preset": "tiny"}, "diffusers": {"net": "diffusers"}}
+# name -> train options beyond the shared ones; "tiny" is tinydiff's default U-Net, "tiny24" and
+# "tiny16" the same U-Net narrowed to 24 and 16 base channels (docs/RESULTS.md, the 60-minute runs)
+NETS = {
+    "tiny": {"net": "unet", "preset": "tiny"},
+    "tiny24": {"net": "unet", "preset": "tiny", "channels": 24},
+    "tiny16": {"net": "unet", "preset": "tiny", "channels": 16},
+    "diffusers": {"net": "diffusers"},
+}
 SAMPLERS = {"ddim": {}, "dpm++2m": {}}
 
 
@@ -48,6 +54,7 @@ def train(name: str, args) -> Path:
         lr=args.lr,
         lr_schedule="cosine",
         conditional=args.conditional,
+        amp=args.amp,
         ckpt_every=1000,
         sample_grid=0,
         seed=args.seed,
@@ -104,6 +111,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--baseline-lr", type=float, default=None, help="another learning rate for diffusers")
     parser.add_argument("--unconditional", dest="conditional", action="store_false")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast for every network")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", default="runs", help="where the run directories go")
     parser.add_argument("--skip-train", action="store_true", help="score the existing runs")
