@@ -121,14 +121,26 @@ def test_cli_class_all_grid_and_errors(conditional_run, tmp_path, capsys):
     width, height = Image.open(tmp_path / "g.png").size
     assert height > 4 * width  # 10 rows of 2
     capsys.readouterr()
-    assert main([*args, "--class", "data", "--n", "20", "--npz", str(npz)]) == 0  # the data's 2 of each class
-    assert sorted(np.load(npz)["y"].tolist()) == [c for c in range(10) for _ in range(2)]
     assert main([*args, "--class", "10"]) == 2
     assert "out of range" in capsys.readouterr().err
     assert main([*args, "--class", "three"]) == 2
     assert "--class must be" in capsys.readouterr().err
     assert main([*args, "--guidance", "2"]) == 2
     assert "guidance needs class labels" in capsys.readouterr().err
+
+
+def test_cli_class_data_follows_the_training_data_proportions(tmp_path):
+    """--class data: labels in the training data's class proportions (here 50/30/20 %), not balanced."""
+    path = tmp_path / "skewed.npz"
+    np.savez(path, x=digit_like_images(20), y=np.array([0] * 10 + [1] * 6 + [2] * 4))
+    run = tmp_path / "run"
+    Trainer(TrainConfig(data=str(path), out=str(run), steps=1, batch_size=4, sample_grid=0, conditional=True)).run(
+        progress=False
+    )
+    npz = tmp_path / "s.npz"
+    args = ["sample", "--ckpt", str(run), "--steps", "2", "--n", "10", "--out", str(tmp_path / "g.png")]
+    assert main([*args, "--class", "data", "--npz", str(npz)]) == 0
+    assert np.bincount(np.load(npz)["y"], minlength=3).tolist() == [5, 3, 2]
 
 
 class _PixelFeatures:

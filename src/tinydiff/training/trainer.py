@@ -117,7 +117,7 @@ def _validate(config: TrainConfig) -> None:
         (config.ckpt_every > 0, "--ckpt-every must be positive"),
         (0.0 <= config.p_uncond < 1.0, "--p-uncond must be in [0, 1)"),
         (config.minutes is None or config.minutes > 0, "--minutes must be positive"),
-        (
+        (  # a multiple of 4: the U-Net's attention splits every level's width into 4 heads
             config.channels is None or (config.channels > 0 and config.channels % 4 == 0),
             "--channels must be a positive multiple of 4",
         ),
