@@ -11,6 +11,7 @@ import torch
 from helpers import digit_like_images
 
 from tinydiff import load
+from tinydiff.cli import main
 from tinydiff.errors import TinydiffError
 from tinydiff.training import TrainConfig, Trainer, trainer
 from tinydiff.training.checkpoint import list_checkpoints
@@ -92,6 +93,22 @@ def test_channels_sets_the_unet_width_and_is_checked(npz, tmp_path):
     assert Trainer(_config(npz, tmp_path / "preset", steps=1)).net.stem.out_channels == 32  # tiny's
     with pytest.raises(TinydiffError, match="--channels must be a positive multiple of 4"):
         Trainer(_config(npz, tmp_path / "bad", channels=10))
+
+
+def test_channel_mults_set_the_level_widths_and_resume(npz, tmp_path):
+    args = ["train", "--data", str(npz), "--out", str(tmp_path / "m"), "--steps", "1", "--batch-size", "4"]
+    args += ["--lr", "1e-3", "--warmup", "2"]
+    assert main([*args, "--sample-grid", "0", "--no-progress", "--channels", "8", "--channel-mults", "1,1,2"]) == 0
+    model = load(tmp_path / "m")
+    assert model.config["net"]["channel_mults"] == [1, 1, 2]
+    assert [b.res.conv1.out_channels for b in model.net.down if hasattr(b, "res")] == [8, 8, 16]
+    config = _config(npz, tmp_path / "m", steps=2, batch_size=4, channels=8, channel_mults=(1, 1, 2))  # a tuple
+    Trainer(config, resume=True).run(progress=False)  # resumes: the tuple equals the checkpoint's list
+    assert [c.name for c in list_checkpoints(tmp_path / "m")][-1] == "ckpt-0000002"
+    with pytest.raises(TinydiffError, match="--channel-mults must be positive"):
+        Trainer(_config(npz, tmp_path / "bad", channel_mults=[1, 0]))
+    with pytest.raises(SystemExit):
+        main(["train", "--channel-mults", "1,two"])
 
 
 def test_resume_refuses_another_config_and_fresh_runs_refuse_old_dirs(npz, tmp_path):

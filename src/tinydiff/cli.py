@@ -22,6 +22,13 @@ from .training.trainer import TrainConfig
 DEFAULTS = TrainConfig()
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, e.g. 1,2,2; got {text!r}") from None
+
+
 def _train_parser(sub, common) -> None:
     p = sub.add_parser("train", parents=[common], help="train a diffusion model")
     p.add_argument(
@@ -35,6 +42,12 @@ def _train_parser(sub, common) -> None:
     )
     p.add_argument("--preset", default=DEFAULTS.preset, help="U-Net size: tiny, small, medium, base")
     p.add_argument("--channels", type=int, default=None, help="U-Net base width (default: the preset's)")
+    p.add_argument(
+        "--channel-mults",
+        type=_int_list,
+        default=None,
+        help="U-Net width of each resolution level in multiples of --channels, e.g. 1,1,2 (default: the preset's)",
+    )
     p.add_argument("--steps", type=int, default=DEFAULTS.steps, help="optimizer steps in total")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     p.add_argument("--lr", type=float, default=DEFAULTS.lr)

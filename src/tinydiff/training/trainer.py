@@ -40,6 +40,7 @@ class TrainConfig:
     net: str = "unet"
     preset: str = "tiny"
     channels: int | None = None  # U-Net base width; None: the preset's
+    channel_mults: list[int] | None = None  # U-Net width of each resolution level / channels; None: the preset's
     steps: int = 2000
     batch_size: int = 64
     lr: float = 2e-3
@@ -85,6 +86,10 @@ class TrainConfig:
     sample_grid: int = 64  # images in the grid written at the end (0: none)
     device: str = "auto"
 
+    def __post_init__(self):
+        if self.channel_mults is not None:  # a list, as it reads back from a checkpoint's JSON (resume compares them)
+            self.channel_mults = list(self.channel_mults)
+
 
 # Fields that may differ when a run is resumed; everything else must match the checkpoint.
 RESUMABLE_CHANGES = {"steps", "minutes", "out", "ckpt_every", "log_every", "keep", "sample_grid", "device", "compile"}
@@ -120,6 +125,10 @@ def _validate(config: TrainConfig) -> None:
         (  # a multiple of 4: the U-Net's attention splits every level's width into 4 heads
             config.channels is None or (config.channels > 0 and config.channels % 4 == 0),
             "--channels must be a positive multiple of 4",
+        ),
+        (
+            config.channel_mults is None or (len(config.channel_mults) > 0 and min(config.channel_mults) > 0),
+            "--channel-mults must be positive integers, one per resolution level (e.g. 1,2,2)",
         ),
     ]
     for ok, message in checks:
@@ -190,6 +199,7 @@ class Trainer:
                 use_time=config.use_time if config.net != "diffusers" else None,
                 dropout=config.dropout if config.net == "unet" else None,
                 channels=config.channels if config.net == "unet" else None,
+                channel_mults=config.channel_mults if config.net == "unet" else None,
                 num_classes=data.num_classes if config.conditional else None,
             ),
             "schedule": {"name": config.schedule, "timesteps": config.timesteps},
