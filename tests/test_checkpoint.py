@@ -98,13 +98,13 @@ def test_export_keeps_what_sampling_needs(tmp_path):
         load(out, ema=False)
 
 
-@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
-def test_the_shipped_models_load_and_sample_every_class(name):
+@pytest.mark.parametrize("name, spec", [("mnist", "mnist"), ("mnist-c32", "mnist"), ("fashion-mnist", "fashion-mnist")])
+def test_the_shipped_models_load_and_sample_every_class(name, spec):
     from tinydiff import sample
     from tinydiff.model import PRETRAINED
 
     model = load(f"pretrained:{name}")
-    assert model.config["data"]["spec"] == name  # each folder holds the model of its dataset
+    assert model.config["data"]["spec"] == spec  # each folder holds a model of its dataset
     assert model.image_shape == (1, 28, 28) and model.num_classes == 10
     size = sum(f.stat().st_size for f in PRETRAINED[name].iterdir())
     assert size < 20 * 2**20
@@ -114,5 +114,6 @@ def test_the_shipped_models_load_and_sample_every_class(name):
 
 def test_the_mnist_model_is_the_default():
     assert load().config["data"]["spec"] == "mnist"  # no path: pretrained:mnist
-    with pytest.raises(TinydiffError, match="no shipped model 'cifar'; tinydiff ships: fashion-mnist, mnist"):
+    ships = "fashion-mnist, mnist, mnist-c32"
+    with pytest.raises(TinydiffError, match=f"no shipped model 'cifar'; tinydiff ships: {ships}"):
         load("pretrained:cifar")

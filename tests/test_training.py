@@ -90,7 +90,7 @@ def test_channels_sets_the_unet_width_and_is_checked(npz, tmp_path):
     Trainer(_config(npz, tmp_path / "c12", steps=1, channels=12)).run(progress=False)
     model = load(tmp_path / "c12")
     assert model.config["net"]["channels"] == 12 and model.net.stem.out_channels == 12
-    assert Trainer(_config(npz, tmp_path / "preset", steps=1)).net.stem.out_channels == 32  # tiny's
+    assert Trainer(_config(npz, tmp_path / "preset", steps=1)).net.stem.out_channels == 16  # nano's, the default preset
     with pytest.raises(TinydiffError, match="--channels must be a positive multiple of 4"):
         Trainer(_config(npz, tmp_path / "bad", channels=10))
 

@@ -40,7 +40,7 @@ def _train_parser(sub, common) -> None:
     p.add_argument(
         "--net", default=DEFAULTS.net, choices=["unet", "mlp", "diffusers"], help="diffusers: UNet2DModel baseline"
     )
-    p.add_argument("--preset", default=DEFAULTS.preset, help="U-Net size: tiny, small, medium, base")
+    p.add_argument("--preset", default=DEFAULTS.preset, help="U-Net size: nano, tiny, small, medium, base")
     p.add_argument("--channels", type=int, default=None, help="U-Net base width (default: the preset's)")
     p.add_argument(
         "--channel-mults",

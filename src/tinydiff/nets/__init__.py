@@ -11,7 +11,7 @@ from .unet import PRESETS, UNet
 NET_KINDS = ("unet", "mlp", "diffusers")  # diffusers: the baseline, nets/foreign.py
 
 
-def net_config(kind: str = "unet", preset: str | None = "tiny", image_shape=(1, 28, 28), **overrides) -> dict:
+def net_config(kind: str = "unet", preset: str | None = "nano", image_shape=(1, 28, 28), **overrides) -> dict:
     """A JSON-able description of a network: everything :func:`build_net` needs."""
     if kind not in NET_KINDS:
         raise ValueError(f"unknown network {kind!r}; choose from {', '.join(NET_KINDS)}")

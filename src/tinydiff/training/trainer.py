@@ -38,7 +38,7 @@ class TrainConfig:
     data: str = "mnist"
     out: str = "runs/mnist"
     net: str = "unet"
-    preset: str = "tiny"
+    preset: str = "nano"  # the U-Net that won the 60-minute runs (nets/unet.py, docs/RESULTS.md)
     channels: int | None = None  # U-Net base width; None: the preset's
     channel_mults: list[int] | None = None  # U-Net width of each resolution level / channels; None: the preset's
     steps: int = 2000
