@@ -75,6 +75,16 @@ def test_sampler_option_mismatch_and_debug(npz, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli("eval --ckpt pretrained:mnist --sampler ddim --steps 2 --n 10 --metrics acc --no-floor") == 0
     assert (tmp_path / "pretrained-mnist-eval-ddim-2-w0-n10.npz").exists()
+    # another draw (seed, trajectory, labels) is written beside it, not over it
+    assert (
+        cli(
+            "eval --ckpt pretrained:mnist --sampler ddim --steps 2 --n 10 --metrics acc --no-floor"
+            " --seed 1 --spacing trailing --class data"
+        )
+        == 0
+    )
+    assert (tmp_path / "pretrained-mnist-eval-ddim-2-spacingtrailing-classdata-w0-seed1-n10.npz").exists()
+    assert (tmp_path / "pretrained-mnist-eval-ddim-2-w0-n10.npz").exists()
     assert not (tmp_path / "pretrained:mnist").exists()
     result = subprocess.run(
         [sys.executable, "-m", "tinydiff", "--debug", "sample", "--ckpt", "/nonexistent"],

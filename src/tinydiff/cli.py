@@ -227,6 +227,18 @@ def _cmd_fid(args) -> None:
     _score(args, args.a, args.b)
 
 
+def _eval_tag(args, conditional: bool) -> str:
+    """The sampling choices in eval's default file name, so that draws with other choices (a second
+    --seed, --spacing, --class data, ...) are written beside the first instead of over it."""
+    parts = [args.sampler, str(args.steps)]
+    parts += [f"{k.replace('_', '')}{getattr(args, k)}" for k in SAMPLER_OPTIONS if getattr(args, k) is not None]
+    if conditional:
+        parts += [f"class{args.label}"] if args.label not in (None, "all") else []
+        parts += [f"w{args.guidance:g}"]
+    parts += [f"seed{args.seed}"] if args.seed else []
+    return "-".join(parts)
+
+
 def _cmd_eval(args) -> None:
     from .api import sample
     from .model import load
@@ -246,8 +258,7 @@ def _cmd_eval(args) -> None:
         progress=True,
         **_sampler_kwargs(args),
     )
-    tag = f"-w{args.guidance:g}" if labels is not None else ""
-    name = f"eval-{args.sampler}-{args.steps}{tag}-n{n}.npz"
+    name = f"eval-{_eval_tag(args, labels is not None)}-n{n}.npz"
     if args.ckpt.startswith("pretrained:"):  # a shipped model has no run directory: use the current one
         default = Path(f"{args.ckpt.replace(':', '-')}-{name}")
     else:
