@@ -1,7 +1,15 @@
 import pytest
 import torch
 
-from tinydiff.objectives import PREDICTIONS, as_denoiser, diffusion_loss, loss_weight, target, to_eps_x0
+from tinydiff.objectives import (
+    PREDICTIONS,
+    as_denoiser,
+    diffusion_loss,
+    loss_weight,
+    sample_timesteps,
+    target,
+    to_eps_x0,
+)
 from tinydiff.schedule import NoiseSchedule
 
 
@@ -50,3 +58,24 @@ def test_as_denoiser_converts_any_prediction():
         eps, x0 = as_denoiser(net, s, kind)(x_t, 10)
         a = s.alpha_bar[10]
         torch.testing.assert_close(a.sqrt() * x0 + (1 - a).sqrt() * eps, x_t)  # consistent with x_t
+
+
+def test_stratified_timesteps_cover_every_band_once_and_are_marginally_uniform():
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 8, 125, 1000):  # n divides the 1000 timesteps, so the bands hold whole timesteps
+        t = sample_timesteps(n, 1000, "stratified", g)
+        assert t.dtype == torch.long and t.min() >= 0 and t.max() < 1000
+        assert torch.equal(torch.sort(t * n // 1000).values, torch.arange(n))  # one per 1/n-th band
+    # marginally uniform over [0, 1000): each tenth gets a tenth of 20,000 draws of batches of 8
+    draws = torch.cat([sample_timesteps(8, 1000, "stratified", g) for _ in range(2500)])
+    counts = torch.bincount(draws // 100, minlength=10).double()
+    assert (counts - 2000).abs().max() < 5 * (2000 * 0.9) ** 0.5
+    # the batch's bands arrive in random order (micro-batches and ranks get a spread of t)
+    t = sample_timesteps(64, 1000, "stratified", g)
+    assert not torch.equal(t, t.sort().values)
+    # uniform draws do not stratify: some band of a batch of 64 is empty (a batch of i.i.d. draws
+    # covers all 64 bands with probability 64!/64^64)
+    t = sample_timesteps(64, 1000, "uniform", g)
+    assert len(torch.unique(t * 64 // 1000)) < 64
+    with pytest.raises(ValueError, match="stratified"):
+        sample_timesteps(4, 1000, "sobol", g)

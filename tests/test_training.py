@@ -36,10 +36,11 @@ def _weights(run):
     return [t.clone() for t in load(run, ema=False).net.state_dict().values()]
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(npz, tmp_path):
-    Trainer(_config(npz, tmp_path / "full")).run(progress=False)
-    Trainer(_config(npz, tmp_path / "part", steps=3)).run(progress=False)
-    Trainer(_config(npz, tmp_path / "part"), resume=True).run(progress=False)
+@pytest.mark.parametrize("sampling", ["uniform", "stratified"])
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(npz, tmp_path, sampling):
+    Trainer(_config(npz, tmp_path / "full", timestep_sampling=sampling)).run(progress=False)
+    Trainer(_config(npz, tmp_path / "part", steps=3, timestep_sampling=sampling)).run(progress=False)
+    Trainer(_config(npz, tmp_path / "part", timestep_sampling=sampling), resume=True).run(progress=False)
     for name, use_ema in (("model", False), ("ema", True)):
         a = load(tmp_path / "full", ema=use_ema).net.state_dict()
         b = load(tmp_path / "part", ema=use_ema).net.state_dict()
@@ -74,6 +75,14 @@ def test_accumulation_matches_one_big_batch(npz, tmp_path):
     Trainer(_config(npz, tmp_path / "b", steps=2, accumulate=2)).run(progress=False)
     for x, y in zip(_weights(tmp_path / "a"), _weights(tmp_path / "b")):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
+    # stratified timesteps are drawn for the global batch too; they change what is trained
+    Trainer(_config(npz, tmp_path / "c", steps=2, timestep_sampling="stratified")).run(progress=False)
+    Trainer(_config(npz, tmp_path / "d", steps=2, accumulate=2, timestep_sampling="stratified")).run(progress=False)
+    for x, y in zip(_weights(tmp_path / "c"), _weights(tmp_path / "d")):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
+    assert not all(torch.equal(x, y) for x, y in zip(_weights(tmp_path / "a"), _weights(tmp_path / "c")))
+    with pytest.raises(TinydiffError, match="--timestep-sampling must be one of uniform, stratified"):
+        Trainer(_config(npz, tmp_path / "bad", timestep_sampling="sobol"))
 
 
 def test_subset_and_other_objectives_train(npz, tmp_path):

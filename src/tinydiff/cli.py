@@ -58,6 +58,12 @@ def _train_parser(sub, common) -> None:
     p.add_argument("--timesteps", type=int, default=DEFAULTS.timesteps, help="T")
     p.add_argument("--prediction", default=DEFAULTS.prediction, choices=["eps", "x0", "v"])
     p.add_argument("--weighting", default=DEFAULTS.weighting, choices=["none", "min-snr"])
+    p.add_argument(
+        "--timestep-sampling",
+        default=DEFAULTS.timestep_sampling,
+        choices=["uniform", "stratified"],
+        help="training timesteps: independent draws, or stratified over the batch (low-discrepancy)",
+    )
     p.add_argument("--ema-decay", type=float, default=DEFAULTS.ema_decay)
     p.add_argument("--grad-clip", type=float, default=DEFAULTS.grad_clip)
     p.add_argument("--accumulate", type=int, default=DEFAULTS.accumulate, help="gradient accumulation micro-batches")

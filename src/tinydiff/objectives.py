@@ -1,4 +1,5 @@
-"""Training targets (eps / x0 / v), conversions between them, loss weighting, label dropout.
+"""Training targets (eps / x0 / v), conversions between them, loss weighting, timestep
+sampling, label dropout.
 
 With a = alpha_bar_t and x_t = sqrt(a) x0 + sqrt(1 - a) eps (DDPM eq. 4), a network may predict
   eps (DDPM's L_simple, eq. 14), x0, or v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho 2022).
@@ -16,6 +17,7 @@ from .schedule import NoiseSchedule, broadcast
 
 PREDICTIONS = ("eps", "x0", "v")
 WEIGHTINGS = ("none", "min-snr")
+TIMESTEP_SAMPLINGS = ("uniform", "stratified")
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -82,6 +84,23 @@ def diffusion_loss(
     mse = (pred.float() - target(kind, x0, noise, alpha_bar)).pow(2).flatten(1).mean(1)
     weight = loss_weight(kind, schedule.snr(t), weighting).to(mse)
     return weight * mse
+
+
+def sample_timesteps(n: int, num_timesteps: int, how: str, generator: torch.Generator) -> torch.Tensor:
+    """n training timesteps in [0, num_timesteps), each marginally uniform.
+
+    "uniform" draws them independently (DDPM Alg. 1). "stratified" is the low-discrepancy sampler
+    of Kingma et al. 2021 (VDM, Sec. 3.2 / App. I): one u ~ U[0, 1) shifts the grid i / n, so
+    the batch covers every 1/n-th of the timesteps exactly once and the batch's loss estimate
+    has lower variance. A random permutation then spreads the bands over micro-batches and ranks.
+    """
+    if how == "uniform":
+        return torch.randint(0, num_timesteps, (n,), generator=generator)
+    if how != "stratified":
+        raise ValueError(f"unknown timestep sampling {how!r}; choose from {', '.join(TIMESTEP_SAMPLINGS)}")
+    u = (torch.rand((), generator=generator, dtype=torch.float64) + torch.arange(n, dtype=torch.float64) / n) % 1.0
+    t = (u * num_timesteps).long().clamp_(max=num_timesteps - 1)
+    return t[torch.randperm(n, generator=generator)]
 
 
 def drop_labels(labels: torch.Tensor, p_uncond: float, null_class: int, generator: torch.Generator) -> torch.Tensor:

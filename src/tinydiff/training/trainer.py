@@ -24,7 +24,7 @@ from .. import __version__
 from ..data import ImageData, load_dataset
 from ..errors import TinydiffError
 from ..nets import build_net, net_config
-from ..objectives import PREDICTIONS, WEIGHTINGS, diffusion_loss, drop_labels
+from ..objectives import PREDICTIONS, TIMESTEP_SAMPLINGS, WEIGHTINGS, diffusion_loss, drop_labels, sample_timesteps
 from ..schedule import NoiseSchedule
 from . import distributed
 from .checkpoint import list_checkpoints, load_trainer_state, load_weights, read_config, save_checkpoint
@@ -57,6 +57,7 @@ class TrainConfig:
     # prediction="eps", weighting="none" is DDPM's L_simple.
     prediction: str = "v"
     weighting: str = "min-snr"
+    timestep_sampling: str = "uniform"  # or "stratified" (low-discrepancy, objectives.sample_timesteps)
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     accumulate: int = 1
@@ -118,6 +119,10 @@ def _validate(config: TrainConfig) -> None:
         (config.lr > 0, "--lr must be positive"),
         (config.prediction in PREDICTIONS, f"--prediction must be one of {', '.join(PREDICTIONS)}"),
         (config.weighting in WEIGHTINGS, f"--weighting must be one of {', '.join(WEIGHTINGS)}"),
+        (
+            config.timestep_sampling in TIMESTEP_SAMPLINGS,
+            f"--timestep-sampling must be one of {', '.join(TIMESTEP_SAMPLINGS)}",
+        ),
         (config.lr_schedule in ("constant", "cosine"), "--lr-schedule must be constant or cosine"),
         (config.ckpt_every > 0, "--ckpt-every must be positive"),
         (0.0 <= config.p_uncond < 1.0, "--p-uncond must be in [0, 1)"),
@@ -283,7 +288,7 @@ class Trainer:
         index = batch_indices(config.seed, self.step, config.batch_size, len(self.data))
         # Draw the randomness of the whole global batch first, so that --accumulate only
         # changes how the computation is split, not what is computed.
-        t = torch.randint(0, self.schedule.num_timesteps, (len(index),), generator=self.generator)
+        t = sample_timesteps(len(index), self.schedule.num_timesteps, config.timestep_sampling, self.generator)
         noise = torch.randn((len(index), *self.data.shape), generator=self.generator)
         flip = torch.rand(len(index), generator=self.generator) < 0.5
         labels = None
