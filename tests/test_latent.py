@@ -22,8 +22,16 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("latent")
     np.savez(root / "bars.npz", x=digit_like_images(64))
     torch.set_num_threads(1)
+    # DDIM's inversion experiments (Table 2) used DDPM's linear schedule; this briefly trained model,
+    # under the cosine default, ends S = 100 at a round-trip error of 0.21x that of S = 5 instead of < 0.2x
     config = TrainConfig(
-        data=str(root / "bars.npz"), out=str(root / "run"), steps=60, batch_size=16, sample_grid=0, ckpt_every=60
+        data=str(root / "bars.npz"),
+        out=str(root / "run"),
+        steps=60,
+        batch_size=16,
+        sample_grid=0,
+        ckpt_every=60,
+        schedule="linear",
     )
     Trainer(config).run(progress=False)
     return root
