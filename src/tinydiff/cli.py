@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 
 from .errors import TinydiffError
+from .objectives import PREDICTIONS, TIMESTEP_SAMPLINGS, WEIGHTINGS
+from .schedule import SCHEDULES
 from .training import distributed
 from .training.trainer import TrainConfig
 
@@ -54,14 +56,14 @@ def _train_parser(sub, common) -> None:
     p.add_argument("--warmup", type=int, default=DEFAULTS.warmup, help="linear learning-rate warm-up steps")
     p.add_argument("--lr-schedule", default=DEFAULTS.lr_schedule, choices=["constant", "cosine"])
     p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
-    p.add_argument("--schedule", default=DEFAULTS.schedule, choices=["linear", "cosine"], help="noise schedule")
+    p.add_argument("--schedule", default=DEFAULTS.schedule, choices=SCHEDULES, help="noise schedule")
     p.add_argument("--timesteps", type=int, default=DEFAULTS.timesteps, help="T")
-    p.add_argument("--prediction", default=DEFAULTS.prediction, choices=["eps", "x0", "v"])
-    p.add_argument("--weighting", default=DEFAULTS.weighting, choices=["none", "min-snr"])
+    p.add_argument("--prediction", default=DEFAULTS.prediction, choices=PREDICTIONS)
+    p.add_argument("--weighting", default=DEFAULTS.weighting, choices=WEIGHTINGS)
     p.add_argument(
         "--timestep-sampling",
         default=DEFAULTS.timestep_sampling,
-        choices=["uniform", "stratified"],
+        choices=TIMESTEP_SAMPLINGS,
         help="training timesteps: independent draws, or stratified over the batch (low-discrepancy)",
     )
     p.add_argument("--ema-decay", type=float, default=DEFAULTS.ema_decay)
