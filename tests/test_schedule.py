@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from tinydiff.schedule import SPACINGS, NoiseSchedule
+from tinydiff.schedule import SCHEDULES, SPACINGS, NoiseSchedule
 
 
 def test_linear_schedule_is_the_papers():
@@ -65,10 +65,12 @@ def test_snr_decreasing():
     assert snr[0].item() == pytest.approx((1 - 1e-4) / 1e-4)
 
 
+@pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("spacing", SPACINGS)
-@pytest.mark.parametrize("steps", [1, 10, 50, 100])
-def test_trajectories(spacing, steps):
-    s = NoiseSchedule.create("linear", 1000)
+@pytest.mark.parametrize("steps", [1, 10, 20, 50, 100, 1000])
+def test_trajectories(schedule, spacing, steps):
+    # cosine + logsnr, S = 20 once ran past T - 1: its top grid points collapse onto t = 999
+    s = NoiseSchedule.create(schedule, 1000)
     tau = s.timesteps(steps, spacing)
     assert len(tau) == steps and (tau.diff() < 0).all()
     assert tau.min() >= 0 and tau.max() <= 999

@@ -123,10 +123,14 @@ class NoiseSchedule:
         else:
             raise ValueError(f"unknown spacing {spacing!r}; choose from {', '.join(SPACINGS)}")
         # Rounding can repeat a timestep (DDIM's quadratic grid gives 0, 0, 1, 3, ... for S = 50);
-        # move each repeat one step up so that the trajectory has S distinct timesteps.
+        # move each repeat one step up so that the trajectory has S distinct timesteps. Repeats at the
+        # top (logsnr on the cosine schedule: lambda falls from -5.1 to -9.9 over its last five
+        # timesteps) would then pass T - 1, so the top is pushed back down; S <= T leaves room.
         steps = steps.sort().values
         for i in range(1, num_steps):
-            steps[i] = max(steps[i], steps[i - 1] + 1)  # stays <= T - 1 since S <= T
+            steps[i] = max(steps[i], steps[i - 1] + 1)
+        for i in range(num_steps - 1, -1, -1):
+            steps[i] = min(steps[i], T - num_steps + i)
         return steps.flip(0)
 
 
