@@ -19,7 +19,7 @@ from .errors import TinydiffError
 from .objectives import PREDICTIONS, TIMESTEP_SAMPLINGS, WEIGHTINGS
 from .schedule import SCHEDULES
 from .training import distributed
-from .training.trainer import TrainConfig
+from .training.trainer import LR_SCHEDULES, TrainConfig
 
 DEFAULTS = TrainConfig()
 
@@ -54,7 +54,7 @@ def _train_parser(sub, common) -> None:
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     p.add_argument("--lr", type=float, default=DEFAULTS.lr)
     p.add_argument("--warmup", type=int, default=DEFAULTS.warmup, help="linear learning-rate warm-up steps")
-    p.add_argument("--lr-schedule", default=DEFAULTS.lr_schedule, choices=["constant", "cosine"])
+    p.add_argument("--lr-schedule", default=DEFAULTS.lr_schedule, choices=LR_SCHEDULES)
     p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
     p.add_argument("--schedule", default=DEFAULTS.schedule, choices=SCHEDULES, help="noise schedule")
     p.add_argument("--timesteps", type=int, default=DEFAULTS.timesteps, help="T")

@@ -31,6 +31,7 @@ from .checkpoint import list_checkpoints, load_trainer_state, load_weights, read
 from .ema import EMA
 
 LOSS_BUCKETS = 10  # loss_t is reported as the mean loss in 10 equal bands of timesteps
+LR_SCHEDULES = ("constant", "cosine")  # after warm-up: see learning_rate
 
 
 @dataclass
@@ -125,7 +126,7 @@ def _validate(config: TrainConfig) -> None:
             config.timestep_sampling in TIMESTEP_SAMPLINGS,
             f"--timestep-sampling must be one of {', '.join(TIMESTEP_SAMPLINGS)}",
         ),
-        (config.lr_schedule in ("constant", "cosine"), "--lr-schedule must be constant or cosine"),
+        (config.lr_schedule in LR_SCHEDULES, f"--lr-schedule must be {' or '.join(LR_SCHEDULES)}"),
         (config.ckpt_every > 0, "--ckpt-every must be positive"),
         (0.0 <= config.p_uncond < 1.0, "--p-uncond must be in [0, 1)"),
         (config.minutes is None or config.minutes > 0, "--minutes must be positive"),
