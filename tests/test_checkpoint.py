@@ -98,6 +98,17 @@ def test_export_keeps_what_sampling_needs(tmp_path):
         load(out, ema=False)
 
 
+def test_export_of_the_raw_weights_from_the_command_line(tmp_path):
+    from tinydiff.cli import main
+
+    _, net, ema = _save(tmp_path / "run", 4)
+    main(["export", "--ckpt", str(tmp_path / "run"), "--out", str(tmp_path / "raw"), "--weights", "raw"])
+    for a, b, c in zip(
+        load(tmp_path / "raw").net.state_dict().values(), net.state_dict().values(), ema.state_dict().values()
+    ):
+        assert torch.equal(a, b) and not torch.equal(a, c)
+
+
 @pytest.mark.parametrize("name, spec", [("mnist", "mnist"), ("mnist-c32", "mnist"), ("fashion-mnist", "fashion-mnist")])
 def test_the_shipped_models_load_and_sample_every_class(name, spec):
     from tinydiff import sample

@@ -378,7 +378,7 @@ def _write_table(rows: list[dict], out: Path, name: str, columns: list[str]) -> 
 def _cmd_export(args) -> None:
     from .training.checkpoint import export_model
 
-    out = export_model(args.ckpt, args.out)
+    out = export_model(args.ckpt, args.out, weights=f"{'ema' if args.weights == 'ema' else 'model'}.safetensors")
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"model: {out} ({size:.1f} MB; load it with --ckpt {out})")
 
@@ -540,6 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", parents=[common], help="an inference-only copy of a checkpoint (config + EMA)")
     p.add_argument("--ckpt", required=True)
     p.add_argument("--out", required=True, help="directory to write config.json and ema.safetensors into")
+    p.add_argument(
+        "--weights", default="ema", choices=("ema", "raw"), help="the EMA (default) or the raw trained weights"
+    )
     p.set_defaults(func=_cmd_export)
     return parser
 

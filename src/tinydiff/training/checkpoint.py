@@ -160,8 +160,9 @@ def load_trainer_state(ckpt: Path) -> dict:
 
 
 def export_model(ckpt: str | Path, out: str | Path, weights: str = "ema.safetensors") -> Path:
-    """An inference-only copy of a checkpoint: config.json and the (EMA) weights, renamed to
-    ema.safetensors; what `tinydiff.load` needs, a third of a training checkpoint's size."""
+    """An inference-only copy of a checkpoint: config.json and the EMA weights (or, with
+    ``weights="model.safetensors"``, the raw ones), written as ema.safetensors; what
+    `tinydiff.load` needs, a third of a training checkpoint's size."""
     ckpt = resolve_checkpoint(ckpt)
     read_config(ckpt, ("config.json", weights))
     out = Path(out)
