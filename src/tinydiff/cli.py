@@ -378,7 +378,7 @@ def _write_table(rows: list[dict], out: Path, name: str, columns: list[str]) -> 
 def _cmd_export(args) -> None:
     from .training.checkpoint import export_model
 
-    out = export_model(args.ckpt, args.out, weights=f"{'ema' if args.weights == 'ema' else 'model'}.safetensors")
+    out = export_model(args.ckpt, args.out, ema=args.weights == "ema")
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"model: {out} ({size:.1f} MB; load it with --ckpt {out})")
 

@@ -13,7 +13,7 @@ from .nets import build_net
 from .objectives import Denoiser, as_denoiser
 from .samplers.guidance import guided_denoiser
 from .schedule import NoiseSchedule
-from .training.checkpoint import load_weights, read_config, resolve_checkpoint
+from .training.checkpoint import load_weights, read_config, resolve_checkpoint, weights_file
 
 
 @dataclass
@@ -62,7 +62,7 @@ def load(path: str | Path | None = None, *, ema: bool = True, device: str | torc
             raise TinydiffError(f"no shipped model {name!r}; tinydiff ships: {', '.join(PRETRAINED)}")
         path = PRETRAINED[name]
     ckpt = resolve_checkpoint(path)
-    weights = "ema.safetensors" if ema else "model.safetensors"
+    weights = weights_file(ema)
     config = read_config(ckpt, ("config.json", weights))
     try:
         net = build_net(config["net"])

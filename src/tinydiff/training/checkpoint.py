@@ -36,6 +36,11 @@ FILES = ("config.json", "model.safetensors", "ema.safetensors", "trainer_state.p
 CKPT_PATTERN = re.compile(r"^ckpt-(\d+)$")
 
 
+def weights_file(ema: bool) -> str:
+    """The file of a checkpoint that holds its EMA (``ema=True``) or its raw trained weights."""
+    return "ema.safetensors" if ema else "model.safetensors"
+
+
 def _write(path: Path, data: bytes) -> None:
     with open(path, "wb") as handle:
         handle.write(data)
@@ -159,15 +164,16 @@ def load_trainer_state(ckpt: Path) -> dict:
         raise TinydiffError(f"checkpoint {ckpt}: cannot read trainer_state.pt ({err})") from None
 
 
-def export_model(ckpt: str | Path, out: str | Path, weights: str = "ema.safetensors") -> Path:
+def export_model(ckpt: str | Path, out: str | Path, ema: bool = True) -> Path:
     """An inference-only copy of a checkpoint: config.json and the EMA weights (or, with
-    ``weights="model.safetensors"``, the raw ones), written as ema.safetensors; what
-    `tinydiff.load` needs, a third of a training checkpoint's size."""
+    ``ema=False``, the raw ones), written as ema.safetensors; what `tinydiff.load` needs, a
+    third of a training checkpoint's size."""
     ckpt = resolve_checkpoint(ckpt)
+    weights = weights_file(ema)
     read_config(ckpt, ("config.json", weights))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for source, target in (("config.json", "config.json"), (weights, "ema.safetensors")):
+    for source, target in (("config.json", "config.json"), (weights, weights_file(ema=True))):
         data = (ckpt / source).read_bytes()
         atomic_write(out / target, lambda handle, data=data: handle.write(data))
     return out
