@@ -51,6 +51,18 @@ def test_new_samplers_approach_the_gaussian_data_distribution(name):
     assert errors[2] < 0.02
 
 
+@pytest.mark.parametrize("eta", [0.5, 1.0])
+def test_stochastic_dpm_solver_approaches_the_gaussian_data_distribution(eta):
+    """The same for DPM-Solver++(2M) with the reverse SDE mixed in (eta > 0)."""
+    schedule = NoiseSchedule.create("linear", 1000)
+    errors = [
+        _distribution_error("dpm++2m", schedule, steps, eta=eta, generator=torch.Generator().manual_seed(1))[0]
+        for steps in (10, 100, 1000)
+    ]
+    assert errors[0] > errors[2] and errors[1] > errors[2] - 0.005
+    assert errors[2] < 0.02
+
+
 @pytest.mark.parametrize(
     "name, steps, spacing",
     [
@@ -346,6 +358,39 @@ def test_dpm_solver_matches_diffusers(spacing, clip):
     theirs = _diffusers_states(scheduler, x_T, denoise)
     ours = _our_states("dpm++2m", schedule, x_T, denoise, steps=steps, spacing=spacing, clip_x0=clip)
     assert _max_difference(ours, theirs) < 1e-6
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # numpy 2 on torch tensors
+@pytest.mark.parametrize("clip", [False, True])
+def test_sde_dpm_solver_matches_diffusers(clip):
+    """eta = 1 against DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++", solver_type="midpoint"): the
+    noise we draw (one z per step, the last included) is replayed from the same seed and handed over as
+    ``variance_noise``. Tolerance 1e-6: diffusers casts the state and the noise to float32."""
+    schedule = NoiseSchedule.create("linear", 1000)
+    denoise, x_T, steps = _wiggly_denoiser(schedule), _x_T(PARITY_SHAPE), 10
+    scheduler = _scheduler(
+        "DPMSolverMultistepScheduler",
+        schedule,
+        algorithm_type="sde-dpmsolver++",
+        solver_type="midpoint",
+        solver_order=2,
+        final_sigmas_type="zero",
+        lower_order_final=True,
+        thresholding=clip,
+        sample_max_value=1.0,
+        timestep_spacing="trailing",
+    )
+    scheduler.set_timesteps(steps)
+    _float64_sigmas(scheduler, schedule)
+    replay = torch.Generator().manual_seed(5)
+    noise = [torch.randn(PARITY_SHAPE, generator=replay, dtype=torch.float64) for _ in range(steps)]
+    theirs = _diffusers_states(scheduler, x_T, denoise, lambda i: {"variance_noise": noise[i]})
+    generator = torch.Generator().manual_seed(5)
+    ours = _our_states("dpm++2m", schedule, x_T, denoise, steps=steps, eta=1.0, clip_x0=clip, generator=generator)
+    assert _max_difference(ours, theirs) < 1e-6
+    # and the noise matters: another seed gives other samples
+    other = _our_states("dpm++2m", schedule, x_T, denoise, steps=steps, eta=1.0, generator=torch.Generator())
+    assert (other[-1] - ours[-1]).abs().max() > 0.1
 
 
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "uniform", "quadratic"])

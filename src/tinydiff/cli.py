@@ -142,7 +142,12 @@ SAMPLER_OPTIONS = ("eta", "sigma_hat", "variance", "spacing", "clip_x0")
 
 def _sampler_options(p) -> None:
     """The samplers' own options (each sampler takes the ones that apply to it)."""
-    p.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1] (default 0)")
+    p.add_argument(
+        "--eta",
+        type=float,
+        default=None,
+        help="ddim, dpm++2m: noise eta in [0, 1] (default 0: deterministic; dpm++2m at 1: SDE-DPM-Solver++)",
+    )
     p.add_argument("--sigma-hat", action="store_true", default=None, help="DDIM with Table 1's sigma-hat noise")
     p.add_argument("--variance", default=None, choices=["posterior", "beta"], help="DDPM sigma_t^2")
     p.add_argument("--spacing", default=None, help="trajectory: uniform, leading, trailing, quadratic, logsnr")

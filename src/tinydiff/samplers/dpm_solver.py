@@ -1,5 +1,6 @@
 """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic
-Models", Algorithm 2): the second-order multistep solver of the probability-flow ODE in data prediction.
+Models", Algorithm 2): the second-order multistep solver of the probability-flow ODE in data prediction; with
+``eta`` > 0 its stochastic counterpart, SDE-DPM-Solver++(2M) (the same paper, Appendix; Lu et al. 2023).
 
 With alpha_t = sqrt(a), sigma_t = sqrt(1 - a) (a = alpha_bar_t) and the half log-SNR
 lambda_t = log(alpha_t / sigma_t), a step from t_{i-1} to t_i along tau (h_i = lambda_{t_i} - lambda_{t_{i-1}}) is
@@ -15,7 +16,13 @@ whatever ``lower_order_final`` says). Like diffusers' spacings for this solver, 
 end at t = 0 ("trailing", the default): ending there makes the step into t = 0 several times longer in
 lambda than the one before it, and the second-order extrapolation of x0 over it costs accuracy at small
 step counts.
-Deterministic. Network evaluations: ``steps``.
+
+``eta`` in [0, 1] mixes in the reverse SDE (as k-diffusion's ``sample_dpmpp_2m_sde``): with g = eta h,
+    x_{t_i} = (sigma_{t_i} / sigma_{t_{i-1}}) e^{-g} x_{t_{i-1}} + alpha_{t_i} (1 - e^{-h - g}) D_i
+              + sigma_{t_i} sqrt(1 - e^{-2 g}) z
+eta = 0 is the ODE step above; eta = 1 is SDE-DPM-Solver++(2M) with the midpoint D_i, diffusers'
+``algorithm_type="sde-dpmsolver++"``. Each step draws z (the last one too, where sigma = 0 cancels it).
+Deterministic at eta = 0. Network evaluations: ``steps``.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import torch
 
 from ..objectives import Denoiser
 from ..schedule import NoiseSchedule
-from .base import predict, trajectory
+from .base import noise_like, predict, trajectory
 
 
 def sample(
@@ -35,18 +42,23 @@ def sample(
     x_T: torch.Tensor,
     *,
     steps: int = 50,
+    eta: float = 0.0,
     spacing: str = "trailing",  # see the module docstring: trajectories ending at t = 0 cost accuracy
     clip_x0: bool = True,
     generator: torch.Generator | None = None,
     callback=None,
 ) -> torch.Tensor:
-    """x_T: [N, ...] standard normal -> x_0 [N, ...]. Deterministic: ``generator`` is accepted and unused."""
+    """x_T: [N, ...] standard normal -> x_0 [N, ...]. ``generator`` draws the noise of eta > 0."""
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be in [0, 1], got {eta}")
     x = x_T
     x0_before, h_before = None, None  # x0 and h of the previous step (Algorithm 2's buffer Q)
     for i, (t, t_prev) in enumerate(trajectory(schedule, steps, spacing)):
         _, x0 = predict(denoise, x, t, schedule, clip_x0)
         if t_prev < 0:
             x = x0  # last step to sigma = 0: e^{-h} = 0 and first order, x = alpha D = x0
+            if eta > 0:
+                noise_like(x, generator)  # drawn and multiplied by sigma = 0, as diffusers does
         else:
             a, a_prev = float(schedule.alpha_bar_at(t)), float(schedule.alpha_bar_at(t_prev))
             h = 0.5 * math.log(a_prev / (1 - a_prev)) - 0.5 * math.log(a / (1 - a))  # lambda_{t_i} - lambda_{t_{i-1}}
@@ -55,7 +67,12 @@ def sample(
             else:
                 r = h_before / h
                 D = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * x0_before  # Algorithm 2: D_i
-            x = math.sqrt((1 - a_prev) / (1 - a)) * x - math.sqrt(a_prev) * math.expm1(-h) * D  # Algorithm 2: x_{t_i}
+            g = eta * h
+            x = (
+                math.sqrt((1 - a_prev) / (1 - a)) * math.exp(-g) * x - math.sqrt(a_prev) * math.expm1(-h - g) * D
+            )  # Algorithm 2: x_{t_i} (g = 0); with eta > 0 the SDE step's mean
+            if eta > 0:
+                x = x + math.sqrt(1 - a_prev) * math.sqrt(-math.expm1(-2 * g)) * noise_like(x, generator)
             x0_before, h_before = x0, h
         if callback is not None:
             callback(i, t, x, x0)
