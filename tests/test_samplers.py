@@ -124,6 +124,8 @@ def test_bad_options():
     denoise = gaussian_denoiser(schedule, MU, S)
     with pytest.raises(ValueError, match="eta"):
         SAMPLERS["ddim"](denoise, schedule, _x_T(4), eta=1.5)
+    with pytest.raises(ValueError, match="eta"):
+        SAMPLERS["dpm++2m"](denoise, schedule, _x_T(4), eta=-0.5)
     with pytest.raises(ValueError, match="variance"):
         SAMPLERS["ddpm"](denoise, schedule, _x_T(4), variance="large")
     with pytest.raises(ValueError, match="unknown sampler"):

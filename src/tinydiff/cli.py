@@ -146,7 +146,7 @@ def _sampler_options(p) -> None:
         "--eta",
         type=float,
         default=None,
-        help="ddim, dpm++2m: noise eta in [0, 1] (default 0: deterministic; dpm++2m at 1: SDE-DPM-Solver++)",
+        help="noise: ddim eta in [0, 1], dpm++2m eta >= 0 (default 0: deterministic; dpm++2m at 1: SDE-DPM-Solver++)",
     )
     p.add_argument("--sigma-hat", action="store_true", default=None, help="DDIM with Table 1's sigma-hat noise")
     p.add_argument("--variance", default=None, choices=["posterior", "beta"], help="DDPM sigma_t^2")

@@ -17,12 +17,15 @@ end at t = 0 ("trailing", the default): ending there makes the step into t = 0 s
 lambda than the one before it, and the second-order extrapolation of x0 over it costs accuracy at small
 step counts.
 
-``eta`` in [0, 1] mixes in the reverse SDE (as k-diffusion's ``sample_dpmpp_2m_sde``): with g = eta h,
+``eta`` >= 0 mixes in the reverse SDE (as k-diffusion's ``sample_dpmpp_2m_sde``): with g = eta h,
     x_{t_i} = (sigma_{t_i} / sigma_{t_{i-1}}) e^{-g} x_{t_{i-1}} + alpha_{t_i} (1 - e^{-h - g}) D_i
               + sigma_{t_i} sqrt(1 - e^{-2 g}) z
 eta = 0 is the ODE step above; eta = 1 is SDE-DPM-Solver++(2M) with the midpoint D_i, diffusers'
-``algorithm_type="sde-dpmsolver++"``. Each step draws z (the last one too, where sigma = 0 cancels it).
-Deterministic at eta = 0. Network evaluations: ``steps``.
+``algorithm_type="sde-dpmsolver++"``. eta > 1 renews more of the noise at each step (a fraction 1 - e^{-2 g} of
+its variance): if x_{t_{i-1}} = alpha x0 + sigma eps and D_i = x0, the step gives alpha_{t_i} x0 plus noise of
+variance sigma_{t_i}^2 for every g >= 0, so any eta keeps the marginals; only the error of D_i is carried
+differently (Karras et al. 2022, Sec. 4: fresh noise corrects the errors of earlier steps). Each step draws z
+(the last one too, where sigma = 0 cancels it). Deterministic at eta = 0. Network evaluations: ``steps``.
 """
 
 from __future__ import annotations
@@ -49,8 +52,8 @@ def sample(
     callback=None,
 ) -> torch.Tensor:
     """x_T: [N, ...] standard normal -> x_0 [N, ...]. ``generator`` draws the noise of eta > 0."""
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must be in [0, 1], got {eta}")
+    if not eta >= 0.0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
     x = x_T
     x0_before, h_before = None, None  # x0 and h of the previous step (Algorithm 2's buffer Q)
     for i, (t, t_prev) in enumerate(trajectory(schedule, steps, spacing)):
