@@ -41,7 +41,13 @@ NETS = {
     "tiny16": {"net": "unet", "preset": "tiny", "channels": 16},
     "diffusers": {"net": "diffusers"},
 }
-SAMPLERS = {"ddim": {}, "dpm++2m": {}}
+SAMPLERS = "ddim,dpm++2m,dpm++2m:eta=1"  # NAME or NAME:OPTION=VALUE (dpm++2m:eta=1 is SDE-DPM-Solver++(2M))
+
+
+def parse_sampler(spec: str) -> tuple[str, dict]:
+    """'dpm++2m:eta=2' -> ('dpm++2m', {'eta': 2.0})."""
+    name, *options = spec.split(":")
+    return name, {k: float(v) for k, v in (option.split("=") for option in options)}
 
 
 def train(name: str, args) -> Path:
@@ -75,8 +81,11 @@ def evaluate(run: Path, args, extractor):
     with tempfile.TemporaryDirectory() as tmp:
         for nfe in args.nfe:
             for sampler in args.samplers.split(","):
+                name, options = parse_sampler(sampler)
                 started = time.perf_counter()
-                images = tinydiff.sample(model, args.n, sampler=sampler, steps=nfe, labels=labels, seed=args.seed)
+                images = tinydiff.sample(
+                    model, args.n, sampler=name, steps=nfe, labels=labels, seed=args.seed, **options
+                )
                 sampling_s = time.perf_counter() - started
                 path = save_npz(images, Path(tmp) / "samples.npz", labels)
                 report = score(str(path), args.ref, args.n, ["fid", "kid"], extractor, floor=True, log=lambda m: None)
@@ -108,7 +117,7 @@ def main() -> None:
     parser.add_argument("--ref", default="mnist:train", help="FID reference set")
     parser.add_argument("--n", type=int, default=2048, help="samples and reference images")
     parser.add_argument("--nfe", type=lambda s: [int(x) for x in s.split(",")], default=[10, 20, 50])
-    parser.add_argument("--samplers", default=",".join(SAMPLERS))
+    parser.add_argument("--samplers", default=SAMPLERS, help="comma-separated NAME or NAME:OPTION=VALUE")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--baseline-lr", type=float, default=None, help="another learning rate for diffusers")
@@ -128,10 +137,10 @@ def main() -> None:
             rows.append(row)
             write_json(args, rows)
 
-    print(f"\n{'net':10} {'params':>9} {'train min':>9} {'steps':>6} {'sampler':8} {'NFE':>4} {'FID':>7} {'floor':>6}")
+    print(f"\n{'net':10} {'params':>9} {'train min':>9} {'steps':>6} {'sampler':15} {'NFE':>4} {'FID':>7} {'floor':>6}")
     for r in rows:
         print(
-            f"{r['net']:10} {r['params']:9d} {r['train_minutes']:9.1f} {r['train_steps']:6d} {r['sampler']:8} "
+            f"{r['net']:10} {r['params']:9d} {r['train_minutes']:9.1f} {r['train_steps']:6d} {r['sampler']:15} "
             f"{r['nfe']:4d} {r['fid']:7.2f} {r['fid_floor']:6.2f}"
         )
     print(f"\nwrote {args.json}")

@@ -1,0 +1,74 @@
+"""Where DPM-Solver++(2M) predicts its output: FID against the last timestep of the trajectory.
+
+Every sampler's last step returns the network's data prediction x0 at the last timestep of its
+trajectory tau (t = 49 for 20 trailing steps of T = 1000, t = 19 for 50). This probe replaces
+the trajectory by S timesteps spaced linearly from T - 1 down to a chosen last timestep, so
+that the number of evaluations and the last timestep can be varied apart, and scores each
+choice with FID (n samples against n training images of the model's dataset, no floor).
+
+    python benchmarks/last_timestep.py --ckpt pretrained:mnist --rows 20:49,20:99,50:19,50:49 --eta 1 \
+        --json benchmarks/results/last_timestep.json
+
+The trajectory is swapped by patching ``tinydiff.samplers.dpm_solver.trajectory`` inside this
+process: a probe, not a sampler option (no choice measured here beat the trailing default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+import tinydiff.samplers.dpm_solver as dpm_solver
+from tinydiff.api import sample
+from tinydiff.metrics.inception import InceptionFeatures
+from tinydiff.metrics.reference import score
+from tinydiff.model import load
+from tinydiff.viz import save_npz
+
+
+def ending_at(t_last: int):
+    """A trajectory function: S timesteps from T - 1 linearly down to t_last, then clean data."""
+
+    def trajectory(schedule, steps, spacing):
+        ts = torch.linspace(schedule.num_timesteps - 1, t_last, steps, dtype=torch.float64).round().long().tolist()
+        return list(zip(ts, ts[1:] + [-1]))
+
+    return trajectory
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", default="pretrained:mnist")
+    p.add_argument("--rows", default="20:49,20:99,50:19,50:49", help="comma-separated STEPS:LAST_TIMESTEP")
+    p.add_argument("--eta", type=float, default=1.0)
+    p.add_argument("--n", type=int, default=2048)
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+
+    model = load(args.ckpt)
+    reference = model.config["data"]["spec"]
+    labels = torch.arange(args.n) % model.num_classes if model.num_classes else None  # class-balanced
+    extractor = InceptionFeatures("cpu", None, log=lambda m: print(m, file=sys.stderr))
+    rows = []
+    for row in args.rows.split(","):
+        steps, t_last = (int(v) for v in row.split(":"))
+        dpm_solver.trajectory = ending_at(t_last)
+        images = sample(model, args.n, sampler="dpm++2m", steps=steps, eta=args.eta, labels=labels, seed=0)
+        path = f"/tmp/last_timestep_{steps}_{t_last}.npz"
+        save_npz(images, path, labels)
+        report = score(path, reference, args.n, ["fid", "kid"], extractor, False)
+        rows.append({"steps": steps, "last_timestep": t_last, "eta": args.eta, "n": args.n, **report})
+        print(f"{steps:>5} {t_last:>13} {report['fid']:8.2f} {report['kid']:8.4f}", file=sys.stderr)
+    print(f"\n{'NFE':>5} {'last timestep':>13} {'FID':>8} {'KID':>8}")
+    for r in rows:
+        print(f"{r['steps']:>5} {r['last_timestep']:>13} {r['fid']:8.2f} {r['kid']:8.4f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"command": " ".join(sys.argv), "ckpt": args.ckpt, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
