@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -53,15 +55,15 @@ def main(argv=None) -> None:
     labels = torch.arange(args.n) % model.num_classes if model.num_classes else None  # class-balanced
     extractor = InceptionFeatures("cpu", None, log=lambda m: print(m, file=sys.stderr))
     rows = []
-    for row in args.rows.split(","):
-        steps, t_last = (int(v) for v in row.split(":"))
-        dpm_solver.trajectory = ending_at(t_last)
-        images = sample(model, args.n, sampler="dpm++2m", steps=steps, eta=args.eta, labels=labels, seed=0)
-        path = f"/tmp/last_timestep_{steps}_{t_last}.npz"
-        save_npz(images, path, labels)
-        report = score(path, reference, args.n, ["fid", "kid"], extractor, False)
-        rows.append({"steps": steps, "last_timestep": t_last, "eta": args.eta, "n": args.n, **report})
-        print(f"{steps:>5} {t_last:>13} {report['fid']:8.2f} {report['kid']:8.4f}", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        for row in args.rows.split(","):
+            steps, t_last = (int(v) for v in row.split(":"))
+            dpm_solver.trajectory = ending_at(t_last)
+            images = sample(model, args.n, sampler="dpm++2m", steps=steps, eta=args.eta, labels=labels, seed=0)
+            path = save_npz(images, Path(tmp) / "samples.npz", labels)
+            report = score(str(path), reference, args.n, ["fid", "kid"], extractor, False)
+            rows.append({"steps": steps, "last_timestep": t_last, "eta": args.eta, "n": args.n, **report})
+            print(f"{steps:>5} {t_last:>13} {report['fid']:8.2f} {report['kid']:8.4f}", file=sys.stderr)
     print(f"\n{'NFE':>5} {'last timestep':>13} {'FID':>8} {'KID':>8}")
     for r in rows:
         print(f"{r['steps']:>5} {r['last_timestep']:>13} {r['fid']:8.2f} {r['kid']:8.4f}")

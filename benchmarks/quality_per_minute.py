@@ -41,7 +41,7 @@ NETS = {
     "tiny16": {"net": "unet", "preset": "tiny", "channels": 16},
     "diffusers": {"net": "diffusers"},
 }
-SAMPLERS = "ddim,dpm++2m,dpm++2m:eta=1"  # NAME or NAME:OPTION=VALUE (dpm++2m:eta=1 is SDE-DPM-Solver++(2M))
+SAMPLERS = "ddim,dpm++2m,dpm++2m:eta=1"  # NAME or NAME:OPTION=NUMBER (dpm++2m:eta=1 is SDE-DPM-Solver++(2M))
 
 
 def parse_sampler(spec: str) -> tuple[str, dict]:
@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--ref", default="mnist:train", help="FID reference set")
     parser.add_argument("--n", type=int, default=2048, help="samples and reference images")
     parser.add_argument("--nfe", type=lambda s: [int(x) for x in s.split(",")], default=[10, 20, 50])
-    parser.add_argument("--samplers", default=SAMPLERS, help="comma-separated NAME or NAME:OPTION=VALUE")
+    parser.add_argument("--samplers", default=SAMPLERS, help="comma-separated NAME or NAME:OPTION=NUMBER")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--baseline-lr", type=float, default=None, help="another learning rate for diffusers")
