@@ -52,7 +52,7 @@ def main(argv=None) -> None:
 
     model = load(args.ckpt)
     reference = model.config["data"]["spec"]
-    labels = torch.arange(args.n) % model.num_classes if model.num_classes else None  # class-balanced
+    labels = model.balanced_labels(args.n)
     extractor = InceptionFeatures("cpu", None, log=lambda m: print(m, file=sys.stderr))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,8 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 import tinydiff
 from tinydiff.metrics.inception import InceptionFeatures
 from tinydiff.metrics.reference import score
@@ -77,7 +75,7 @@ def evaluate(run: Path, args, extractor):
     """Yields one row per (NFE, sampler)."""
     model = tinydiff.load(run)
     state = load_trainer_state(resolve_checkpoint(run))
-    labels = torch.arange(args.n) % model.num_classes if model.num_classes else None
+    labels = model.balanced_labels(args.n)
     with tempfile.TemporaryDirectory() as tmp:
         for nfe in args.nfe:
             for sampler in args.samplers.split(","):

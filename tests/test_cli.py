@@ -92,3 +92,13 @@ def test_sampler_option_mismatch_and_debug(npz, tmp_path, capsys, monkeypatch):
         text=True,
     )
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_balanced_labels_cycle_through_the_classes(npz, tmp_path):
+    import tinydiff
+
+    labels = tinydiff.load("pretrained:mnist").balanced_labels(23)
+    assert labels[:10].tolist() == list(range(10))
+    assert labels.bincount(minlength=10).tolist() == [3, 3, 3, 2, 2, 2, 2, 2, 2, 2]
+    train_tiny(npz, tmp_path / "run", steps=1)  # unconditional
+    assert tinydiff.load(tmp_path / "run").balanced_labels(5) is None

@@ -31,9 +31,7 @@ def train(
         ckpt = Trainer(config, resume=resume).run(progress=progress)
     if config.sample_grid and ctx.is_main:
         model = load(ckpt)
-        labels = None
-        if model.num_classes:  # a conditional model: the classes in turn
-            labels = torch.arange(config.sample_grid) % model.num_classes
+        labels = model.balanced_labels(config.sample_grid)  # a conditional model: the classes in turn
         images = sample(model, n=config.sample_grid, sampler="ddim", steps=50, seed=config.seed, labels=labels)
         save_grid(images, Path(out) / "samples.png")
     return ckpt

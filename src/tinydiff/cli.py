@@ -193,7 +193,7 @@ def _labels(label: str | None, model, n: int, per_class: int | None = None):
     if label == "all":
         if per_class is not None:
             return torch.arange(model.num_classes).repeat_interleave(per_class), model.num_classes * per_class
-        return torch.arange(n) % model.num_classes, n
+        return model.balanced_labels(n), n
     try:
         return torch.full((n,), int(label)), n
     except ValueError:

@@ -35,6 +35,10 @@ class DiffusionModel:
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
+    def balanced_labels(self, n: int) -> torch.Tensor | None:
+        """n labels cycling through the classes (0, 1, ..., K-1, 0, ...); None for an unconditional model."""
+        return torch.arange(n) % self.num_classes if self.num_classes else None
+
     def denoiser(self, labels: torch.Tensor | None = None, guidance: float = 0.0) -> Denoiser:
         """``denoise(x_t, t) -> (eps, x0)`` for the samplers: unconditional (the null class of a
         conditional model) when labels is None, else for class ``labels`` [N] with classifier-free

@@ -44,7 +44,7 @@ def sweep(
     """One row per w: fid, kid, accuracy (and the floors) of n balanced samples against reference."""
     if not model.num_classes:
         raise ValueError("the guidance sweep needs a class-conditional model (train with --conditional)")
-    labels = torch.arange(n) % model.num_classes
+    labels = model.balanced_labels(n)
     metrics = ["fid", "kid"]
     if weights_path(str(reference).partition(":")[0]).exists():
         metrics.append("acc")

@@ -38,7 +38,7 @@ def consistency(model: DiffusionModel, n: int = 8, steps=CONSISTENCY_STEPS, seed
     """The same n latents x_T decoded with each S in ``steps`` (DDIM Fig. 5): one row per S. A
     conditional model is given the classes in turn (column i: class i mod num_classes)."""
     x_T = torch.randn((n, *model.image_shape), generator=torch.Generator().manual_seed(seed))
-    labels = torch.arange(n) % model.num_classes if model.num_classes else None
+    labels = model.balanced_labels(n)
     return torch.cat([sample(model, n, sampler="ddim", steps=s, x_T=x_T, labels=labels) for s in steps])
 
 
