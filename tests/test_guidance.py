@@ -76,6 +76,42 @@ def test_the_batched_guided_call_equals_two_separate_calls(net, kind):
     assert not torch.allclose(eps, eps_c, atol=1e-3)  # guidance changed something
 
 
+@pytest.mark.parametrize("kind", ["eps", "v"])
+def test_the_guidance_interval_guides_only_inside_it(net, kind):
+    """(sigma_lo, sigma_hi]: the guided prediction inside, the conditional one outside, from one
+    network call on N images instead of 2N; per-image timesteps are gated image by image."""
+    schedule = NoiseSchedule.create("linear", 1000)
+    x, y, w = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 3, 4, 9]), 2.0
+    sigma = schedule.snr(torch.arange(1000)).rsqrt()  # increasing in t
+    interval = (float(sigma[200]), float(sigma[600]))  # guides t = 201..600
+    calls = []
+
+    def counting(x_t, t, labels):
+        calls.append(len(x_t))
+        return net(x_t, t, labels)
+
+    gated = guided_denoiser(counting, schedule, kind, y, 10, w, interval)
+    guided = guided_denoiser(net, schedule, kind, y, 10, w)
+    conditional = guided_denoiser(net, schedule, kind, y, 10, 0.0)
+    with torch.inference_mode():
+        for t, inside in [(200, False), (201, True), (600, True), (601, False), (900, False), (10, False)]:
+            calls.clear()
+            got, want = gated(x, t), (guided if inside else conditional)(x, t)
+            assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, want)), t
+            assert calls == [12 if inside else 6]
+        t = torch.tensor([100, 300, 500, 700, 300, 900])
+        inside = torch.tensor([False, True, True, False, True, False])
+        got, on, off = gated(x, t), guided(x, t), conditional(x, t)
+        for a, b, c in zip(got, on, off):
+            torch.testing.assert_close(a[inside], b[inside], atol=1e-6, rtol=1e-6)
+            torch.testing.assert_close(a[~inside], c[~inside], atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(on[0][inside], off[0][inside], atol=1e-3)  # guidance changed something
+    with pytest.raises(TinydiffError, match="needs a guidance weight"):
+        guided_denoiser(net, schedule, kind, y, 10, 0.0, interval)
+    with pytest.raises(TinydiffError, match="sigma_lo < sigma_hi"):
+        guided_denoiser(net, schedule, kind, y, 10, w, (2.0, 1.0))
+
+
 def test_bad_labels_give_clear_errors():
     with pytest.raises(TinydiffError, match="out of range"):
         check_labels([0, 10], 10, 2)
@@ -127,6 +163,12 @@ def test_cli_class_all_grid_and_errors(conditional_run, tmp_path, capsys):
     assert "--class must be" in capsys.readouterr().err
     assert main([*args, "--guidance", "2"]) == 2
     assert "guidance needs class labels" in capsys.readouterr().err
+    assert main([*args, "--class", "all", "--guidance", "1", "--guidance-interval", "0.5,2"]) == 0
+    assert main([*args, "--class", "3", "--guidance-interval", "0.5,2"]) == 2
+    assert "needs a guidance weight" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--class", "3", "--guidance", "1", "--guidance-interval", "0.5"])
+    assert "expected LO,HI" in capsys.readouterr().err
 
 
 def test_cli_class_data_follows_the_training_data_proportions(tmp_path):

@@ -48,6 +48,7 @@ def sample(
     batch_size: int = 64,
     labels=None,
     guidance: float = 0.0,
+    guidance_interval: tuple[float, float] | None = None,
     x_T: torch.Tensor | None = None,
     callback=None,
     progress: bool = False,
@@ -59,7 +60,9 @@ def sample(
     samplers (DDIM, eta = 0) give the same images whatever ``batch_size``. ``options`` go to
     the sampler (e.g. eta, spacing, clip_x0, variance). ``progress`` shows a bar of sampler steps.
     ``labels`` (an int, a sequence or a tensor of n class labels) samples a conditional model
-    with classifier-free guidance weight ``guidance`` (eps = (1 + w) eps_c - w eps_null); without
+    with classifier-free guidance weight ``guidance`` (eps = (1 + w) eps_c - w eps_null), applied
+    only at noise levels sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) in ``guidance_interval`` =
+    (sigma_lo, sigma_hi] if one is given (Kynkaanniemi et al. 2024); without
     labels a conditional model samples unconditionally (its null class). ``x_T`` [n, C, H, W] gives
     the starting noise (e.g. latents from :func:`invert`) instead of drawing it.
     """
@@ -102,7 +105,12 @@ def sample(
 
     chunks = [
         sample_fn(
-            model.denoiser(y, guidance), model.schedule, chunk, generator=generator, callback=step_callback, **options
+            model.denoiser(y, guidance, guidance_interval),
+            model.schedule,
+            chunk,
+            generator=generator,
+            callback=step_callback,
+            **options,
         )
         for chunk, y in zip(batches, label_batches)
     ]

@@ -173,6 +173,22 @@ def _guidance_options(p) -> None:
         help="classifier-free guidance weight w: eps = (1 + w) eps(x, y) - w eps(x, null); "
         "w = 0 is the conditional model, w is 'guidance scale' - 1",
     )
+    p.add_argument(
+        "--guidance-interval",
+        type=_interval,
+        default=None,
+        metavar="LO,HI",
+        help="guide only at noise levels sigma = sqrt((1 - alpha_bar_t) / alpha_bar_t) in (LO, HI] "
+        "(Kynkaanniemi et al. 2024); elsewhere the conditional model alone, one network evaluation per step",
+    )
+
+
+def _interval(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two numbers), got {text!r}") from None
+    return lo, hi
 
 
 def _labels(label: str | None, model, n: int, per_class: int | None = None):
@@ -248,6 +264,7 @@ def _eval_tag(args, conditional: bool) -> str:
     if conditional:
         parts += [f"class{args.label}"] if args.label not in (None, "all") else []
         parts += [f"w{args.guidance:g}"]
+        parts += [f"gi{args.guidance_interval[0]:g}-{args.guidance_interval[1]:g}"] if args.guidance_interval else []
     parts += [f"seed{args.seed}"] if args.seed else []
     return "-".join(parts)
 
@@ -268,6 +285,7 @@ def _cmd_eval(args) -> None:
         seed=args.seed,
         labels=labels,
         guidance=args.guidance,
+        guidance_interval=args.guidance_interval,
         progress=True,
         **_sampler_kwargs(args),
     )
@@ -336,6 +354,7 @@ def _cmd_sample(args) -> None:
         batch_size=args.batch_size,
         labels=labels,
         guidance=args.guidance,
+        guidance_interval=args.guidance_interval,
         callback=record if args.trajectory else None,
         progress=n >= 256,
         **_sampler_kwargs(args),

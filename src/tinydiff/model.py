@@ -39,16 +39,19 @@ class DiffusionModel:
         """n labels cycling through the classes (0, 1, ..., K-1, 0, ...); None for an unconditional model."""
         return torch.arange(n) % self.num_classes if self.num_classes else None
 
-    def denoiser(self, labels: torch.Tensor | None = None, guidance: float = 0.0) -> Denoiser:
+    def denoiser(
+        self, labels: torch.Tensor | None = None, guidance: float = 0.0, interval: tuple[float, float] | None = None
+    ) -> Denoiser:
         """``denoise(x_t, t) -> (eps, x0)`` for the samplers: unconditional (the null class of a
         conditional model) when labels is None, else for class ``labels`` [N] with classifier-free
-        guidance weight ``guidance`` (samplers/guidance.py)."""
+        guidance weight ``guidance``, only at noise levels sigma_t in ``interval`` = (sigma_lo,
+        sigma_hi] if one is given (samplers/guidance.py)."""
         if labels is None:
             if guidance:
                 raise TinydiffError("guidance needs class labels (e.g. --class 3 or --class all)")
             return as_denoiser(self.net, self.schedule, self.prediction)
         labels = labels.to(self.device)
-        return guided_denoiser(self.net, self.schedule, self.prediction, labels, self.num_classes, guidance)
+        return guided_denoiser(self.net, self.schedule, self.prediction, labels, self.num_classes, guidance, interval)
 
 
 # The models shipped with tinydiff (inference-only exports, one folder per dataset; docs/RESULTS.md

@@ -12,6 +12,13 @@ That is the same as combining eps: at fixed x_t, eps is an affine function of th
 
 The conditional and unconditional halves go through the network as one batch of 2N (one call
 per step, twice the work); w = 0 skips the unconditional half entirely.
+
+Guidance interval (Kynkaanniemi et al. 2024, "Applying Guidance in a Limited Interval Improves
+Sample and Distribution Quality in Diffusion Models"): guidance only where the noise level
+    sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t)        (EDM's sigma of the VP x_t / sqrt(alpha_bar_t))
+lies in (sigma_lo, sigma_hi]; elsewhere the conditional model alone, one network evaluation per
+image. Guiding at high noise mostly removes diversity and at low noise does little, so limiting it
+keeps the class fidelity and loses less of the distribution.
 """
 
 from __future__ import annotations
@@ -43,18 +50,46 @@ def check_labels(labels, num_classes: int | None, n: int) -> torch.Tensor:
     return labels
 
 
+def check_interval(interval) -> tuple[float, float] | None:
+    """(sigma_lo, sigma_hi) with 0 <= sigma_lo < sigma_hi, or None (guide at every noise level)."""
+    if interval is None:
+        return None
+    lo, hi = (float(v) for v in interval)
+    if not 0 <= lo < hi:
+        raise TinydiffError(f"a guidance interval needs 0 <= sigma_lo < sigma_hi, got ({lo:g}, {hi:g})")
+    return lo, hi
+
+
 def guided_denoiser(
-    net: Callable, schedule: NoiseSchedule, kind: str, labels: torch.Tensor, null_class: int, w: float
+    net: Callable,
+    schedule: NoiseSchedule,
+    kind: str,
+    labels: torch.Tensor,
+    null_class: int,
+    w: float,
+    interval: tuple[float, float] | None = None,
 ) -> Denoiser:
-    """``denoise(x_t, t) -> (eps, x0)`` with guidance weight w for class ``labels`` [N]."""
+    """``denoise(x_t, t) -> (eps, x0)`` with guidance weight w for class ``labels`` [N], applied
+    only at noise levels sigma_t in ``interval`` = (sigma_lo, sigma_hi] when one is given."""
+    conditional = as_denoiser(net, schedule, kind, labels)
+    interval = check_interval(interval)
     if w == 0:
-        return as_denoiser(net, schedule, kind, labels)
+        if interval is not None:
+            raise TinydiffError("a guidance interval needs a guidance weight w > 0")
+        return conditional
     null = torch.full_like(labels, null_class)
 
     def denoise(x_t: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
         t = torch.as_tensor(t, dtype=torch.long, device=x_t.device).expand(x_t.shape[0])
+        weight = torch.full((len(t),), float(w), dtype=x_t.dtype)
+        if interval is not None:
+            sigma = schedule.snr(t).rsqrt()
+            weight = weight * ((sigma > interval[0]) & (sigma <= interval[1]))
+            if not weight.any():  # outside the interval: the conditional model, half the work
+                return conditional(x_t, t)
         both = net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, null]).to(x_t.device))
         cond, uncond = both.to(x_t.dtype).chunk(2)
-        return to_eps_x0(kind, (1 + w) * cond - w * uncond, x_t, schedule.alpha_bar_at(t))
+        weight = weight.to(x_t.device)[:, None, None, None]
+        return to_eps_x0(kind, cond + weight * (cond - uncond), x_t, schedule.alpha_bar_at(t))  # = (1 + w) c - w u
 
     return denoise
