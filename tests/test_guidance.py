@@ -137,6 +137,11 @@ def test_conditional_training_and_guided_sampling(conditional_run, labelled_npz)
     torch.testing.assert_close(sample(model, 4, steps=3, labels=[1, 2, 3, 4], batch_size=3), unguided)
     with pytest.raises(TinydiffError, match="guidance needs class labels"):
         sample(model, 4, steps=3, guidance=1.0)
+    with pytest.raises(TinydiffError, match="guidance needs class labels"):
+        sample(model, 4, steps=3, guidance_interval=(0.5, 2.0))
+    # an interval covering every noise level of the trajectory is plain guidance
+    everywhere = sample(model, 4, steps=3, labels=[1, 2, 3, 4], guidance=2.0, guidance_interval=(0.0, 1e9))
+    torch.testing.assert_close(everywhere, guided)
 
 
 def test_conditional_training_needs_labels(tmp_path):

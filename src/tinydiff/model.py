@@ -47,7 +47,7 @@ class DiffusionModel:
         guidance weight ``guidance``, only at noise levels sigma_t in ``interval`` = (sigma_lo,
         sigma_hi] if one is given (samplers/guidance.py)."""
         if labels is None:
-            if guidance:
+            if guidance or interval is not None:
                 raise TinydiffError("guidance needs class labels (e.g. --class 3 or --class all)")
             return as_denoiser(self.net, self.schedule, self.prediction)
         labels = labels.to(self.device)
