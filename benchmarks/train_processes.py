@@ -52,15 +52,15 @@ def main(argv=None) -> None:
                 print(f"round {round_ + 1}: {n} process(es), batch {b}: {rate:.1f} images/s", file=sys.stderr)
     rows = []
     for n, b in configs:
-        base = statistics.median(measured[(1, b)]) if (1, b) in measured else None
         rate = statistics.median(measured[(n, b)])
-        rows.append(dict(nproc=n, batch_size=b, images_per_s=rate, rounds=measured[(n, b)], vs_one=rate / base))
+        base = statistics.median(measured[(1, b)]) if (1, b) in measured else None  # --nproc without 1: no ratio
+        ratio = None if base is None else rate / base
+        rows.append(dict(nproc=n, batch_size=b, images_per_s=rate, rounds=measured[(n, b)], vs_one=ratio))
     print("| processes | batch | images/s (median) | vs 1 process | steps/s |\n|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(
-            f"| {r['nproc']} | {r['batch_size']} | {r['images_per_s']:.1f} | {r['vs_one']:.2f}x "
-            f"| {r['images_per_s'] / r['batch_size']:.2f} |"
-        )
+        ratio = "-" if r["vs_one"] is None else f"{r['vs_one']:.2f}x"
+        steps_per_s = r["images_per_s"] / r["batch_size"]
+        print(f"| {r['nproc']} | {r['batch_size']} | {r['images_per_s']:.1f} | {ratio} | {steps_per_s:.2f} |")
     if args.json:
         meta = dict(command=" ".join(sys.argv), recipe=RECIPE + extra, steps=args.steps, machine=platform.processor())
         Path(args.json).write_text(json.dumps(dict(meta=meta, rows=rows), indent=1) + "\n")
