@@ -89,7 +89,7 @@ def guided_denoiser(
                 return conditional(x_t, t)
         both = net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, null]).to(x_t.device))
         cond, uncond = both.to(x_t.dtype).chunk(2)
-        weight = broadcast(weight.to(x_t.device), cond)
+        weight = broadcast(weight, cond)  # to cond's device and dtype
         return to_eps_x0(kind, cond + weight * (cond - uncond), x_t, schedule.alpha_bar_at(t))  # = (1 + w) c - w u
 
     return denoise
