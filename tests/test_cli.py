@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -75,6 +76,7 @@ def test_sampler_option_mismatch_and_debug(npz, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli("eval --ckpt pretrained:mnist --sampler ddim --steps 2 --n 10 --metrics acc --no-floor") == 0
     assert (tmp_path / "pretrained-mnist-eval-ddim-2-w0-n10.npz").exists()
+    assert json.loads(capsys.readouterr().out)["nfe"] == 2  # network evaluations per sample, counted
     # another draw (seed, trajectory, labels) is written beside it, not over it
     assert (
         cli(

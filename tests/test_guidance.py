@@ -144,6 +144,46 @@ def test_conditional_training_and_guided_sampling(conditional_run, labelled_npz)
     torch.testing.assert_close(everywhere, guided)
 
 
+def test_network_evaluations_are_counted(conditional_run):
+    model = load(conditional_run)
+    labels, seen = [1, 2, 3, 4], []
+
+    def nfe_and_calls(**options):
+        with model.count_evaluations() as count:
+            sample(model, 4, labels=labels, callback=lambda i, t, x_t, x0: seen.append(int(t)), **options)
+        return count["images"] / 4, count["calls"]
+
+    assert nfe_and_calls(sampler="ddim", steps=5) == (5, 5)
+    assert nfe_and_calls(sampler="ddim", steps=5, batch_size=3) == (5, 10)  # batches of 3 and 1
+    assert nfe_and_calls(sampler="heun", steps=5) == (9, 9)  # 2 S - 1 (samplers/heun.py)
+    assert nfe_and_calls(sampler="ddim", steps=5, guidance=1.0) == (10, 5)  # one batch of 2N per step
+    # an interval holding the noise levels of DDIM's 2nd and 3rd steps: 2 guided steps of 5
+    seen.clear()
+    nfe_and_calls(sampler="ddim", steps=5)
+    sigma = model.schedule.snr(torch.tensor(seen)).rsqrt().tolist()  # decreasing along the trajectory
+    assert nfe_and_calls(sampler="ddim", steps=5, guidance=1.0, guidance_interval=(sigma[3], sigma[1])) == (7, 5)
+    with model.count_evaluations() as count:
+        pass
+    sample(model, 4, steps=2)
+    assert count == {"calls": 0, "images": 0}  # the hook is gone once the block ends
+
+
+def test_reproduce_guidance_with_an_interval(conditional_run, labelled_npz, tmp_path, monkeypatch, capsys):
+    import json
+
+    import tinydiff.metrics.inception
+
+    monkeypatch.setattr(tinydiff.metrics.inception, "InceptionFeatures", lambda *a, **k: _PixelFeatures())
+    args = ["reproduce", "guidance", "--ckpt", str(conditional_run), "--ref", labelled_npz, "--n", "20"]
+    args += ["--steps", "2", "--weights", "0,2", "--per-row", "2", "--out", str(tmp_path / "out")]
+    assert main([*args, "--guidance-interval", "0,1e9"]) == 0
+    rows = json.loads((tmp_path / "out" / "guidance.json").read_text())
+    assert [(r["w"], r["nfe"], r.get("guidance_interval")) for r in rows] == [(0, 2, None), (2, 4, [0, 1e9])]
+    table = (tmp_path / "out" / "guidance.md").read_text()
+    assert "guidance_interval" in table.splitlines()[0] and "| - |" in table  # w = 0 has none
+    assert (tmp_path / "out" / "guidance-w2.png").exists()
+
+
 def test_conditional_training_needs_labels(tmp_path):
     path = tmp_path / "unlabelled.npz"
     np.savez(path, x=digit_like_images(16))
@@ -206,5 +246,12 @@ def test_guidance_sweep_rows_and_grids(conditional_run, labelled_npz, tmp_path):
     rows = sweep(model, labelled_npz, _PixelFeatures(), weights=(0.0, 2.0), n=20, steps=2, log=lambda m: None)
     assert [(r["w"], r["nfe"]) for r in rows] == [(0.0, 2), (2.0, 4)]
     assert all(r["fid"] > 0 and "fid_floor" in r and "accuracy" not in r for r in rows)  # no classifier for npz
+    # with a guidance interval the evaluations are counted: here it holds the first of the two steps only
+    sigma_first = float(model.schedule.snr(torch.tensor([999])).rsqrt())
+    rows = sweep(model, labelled_npz, _PixelFeatures(), (0.0, 2.0), 20, 2, interval=(1.0, sigma_first), log=len)
+    assert [(r["w"], r["nfe"], r.get("guidance_interval")) for r in rows] == [
+        (0.0, 2, None),
+        (2.0, 3, [1.0, sigma_first]),
+    ]
     grid = class_grid(model, 1.0, per_class=3, steps=2)
     assert grid.shape == (30, 1, 8, 8)

@@ -238,7 +238,7 @@ def _cmd_fetch(args) -> None:
         print(fetch_inception() if name == "inception" else fetch(name, force=args.force))
 
 
-def _score(args, spec_a: str, spec_b: str) -> dict:
+def _score(args, spec_a: str, spec_b: str, sampling: dict | None = None) -> dict:
     import json
 
     from .metrics.inception import InceptionFeatures
@@ -248,6 +248,7 @@ def _score(args, spec_a: str, spec_b: str) -> dict:
     report = score(
         spec_a, spec_b, args.n, args.metrics.split(","), extractor, args.floor, log=lambda m: print(m, file=sys.stderr)
     )
+    report.update(sampling or {})
     print(json.dumps(report, indent=2))
     return report
 
@@ -277,18 +278,19 @@ def _cmd_eval(args) -> None:
     model = load(args.ckpt, device=args.device)
     reference = args.ref or model.config["data"]["spec"]
     labels, n = _labels(args.label, model, args.n)
-    images = sample(
-        model,
-        n,
-        sampler=args.sampler,
-        steps=args.steps,
-        seed=args.seed,
-        labels=labels,
-        guidance=args.guidance,
-        guidance_interval=args.guidance_interval,
-        progress=True,
-        **_sampler_kwargs(args),
-    )
+    with model.count_evaluations() as count:
+        images = sample(
+            model,
+            n,
+            sampler=args.sampler,
+            steps=args.steps,
+            seed=args.seed,
+            labels=labels,
+            guidance=args.guidance,
+            guidance_interval=args.guidance_interval,
+            progress=True,
+            **_sampler_kwargs(args),
+        )
     name = f"eval-{_eval_tag(args, labels is not None)}-n{n}.npz"
     if args.ckpt.startswith("pretrained:"):  # a shipped model has no run directory: use the current one
         default = Path(f"{args.ckpt.replace(':', '-')}-{name}")
@@ -297,7 +299,7 @@ def _cmd_eval(args) -> None:
     out = Path(args.out) if args.out else default
     save_npz(images, out, labels)
     print(f"samples: {out}", file=sys.stderr)
-    _score(args, str(out), reference)
+    _score(args, str(out), reference, {"nfe": count["images"] / n})  # network evaluations per sample
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -392,7 +394,7 @@ def _write_table(rows: list[dict], out: Path, name: str, columns: list[str]) -> 
     (out / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = ["| " + " | ".join(columns) + " |", "|" + "---:|" * len(columns)]
     for row in rows:
-        cells = [f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]) for c in columns]
+        cells = [f"{v:.6g}" if isinstance(v, float) else str(v) for v in (row.get(c, "-") for c in columns)]
         lines.append("| " + " | ".join(cells) + " |")
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -488,9 +490,10 @@ def _cmd_reproduce(args) -> None:
         for w, grid in zip(weights, grids):
             save_grid(grid, out / f"guidance-w{w:g}.png", args.per_row)
         extractor = InceptionFeatures(args.device, log=lambda m: print(m, file=sys.stderr))
-        rows = sweep(model, reference, extractor, weights, args.n, step, args.sampler, args.seed, log=print)
-        columns = ["w", "sampler", "nfe", "fid", "fid_floor", "kid", "accuracy", "n"]
-        _write_table(rows, out, "guidance", [c for c in columns if c in rows[0]])
+        interval = args.guidance_interval
+        rows = sweep(model, reference, extractor, weights, args.n, step, args.sampler, args.seed, interval, log=print)
+        columns = ["w", "sampler", "nfe", "guidance_interval", "fid", "fid_floor", "kid", "accuracy", "n"]
+        _write_table(rows, out, "guidance", [c for c in columns if any(c in row for row in rows)])
 
 
 def _latent_parsers(sub, common) -> None:
@@ -527,6 +530,13 @@ def _latent_parsers(sub, common) -> None:
     p.add_argument("--sampler", default="ddim", help="guidance: the sampler (network evaluations: S, 2 S for w > 0)")
     p.add_argument("--images", default=None, help="reconstruction: images (default: the training data's test split)")
     p.add_argument("--ref", default=None, help="guidance: the reference set (default: the training data)")
+    p.add_argument(
+        "--guidance-interval",
+        type=_interval,
+        default=None,
+        metavar="LO,HI",
+        help="guidance: guide only at noise levels sigma in (LO, HI] (as in sample and eval)",
+    )
     p.add_argument("--per-row", type=int, default=8, help="images per grid row")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")

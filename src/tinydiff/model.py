@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,24 @@ class DiffusionModel:
     def balanced_labels(self, n: int) -> torch.Tensor | None:
         """n labels cycling through the classes (0, 1, ..., K-1, 0, ...); None for an unconditional model."""
         return torch.arange(n) % self.num_classes if self.num_classes else None
+
+    @contextmanager
+    def count_evaluations(self) -> Iterator[dict]:
+        """Count the network's work inside the block: ``with model.count_evaluations() as count:``
+        then ``count["images"]`` images went through the network in ``count["calls"]`` calls. A
+        guided step runs 2N images (conditional and unconditional), so ``count["images"] / n`` is
+        the number of function evaluations (NFE) per sample, whatever the sampler."""
+        count = {"calls": 0, "images": 0}
+
+        def hook(module, inputs, output):
+            count["calls"] += 1
+            count["images"] += inputs[0].shape[0]
+
+        handle = self.net.register_forward_hook(hook)
+        try:
+            yield count
+        finally:
+            handle.remove()
 
     def denoiser(
         self, labels: torch.Tensor | None = None, guidance: float = 0.0, interval: tuple[float, float] | None = None

@@ -39,9 +39,12 @@ def sweep(
     steps: int = 50,
     sampler: str = "ddim",
     seed: int = 0,
+    interval: tuple[float, float] | None = None,
     log=print,
 ) -> list[dict]:
-    """One row per w: fid, kid, accuracy (and the floors) of n balanced samples against reference."""
+    """One row per w: fid, kid, accuracy (and the floors) of n balanced samples against reference,
+    and nfe, the network evaluations per sample (counted). ``interval`` (sigma_lo, sigma_hi) limits
+    guidance to those noise levels (samplers/guidance.py); w = 0 is then sampled without it."""
     if not model.num_classes:
         raise ValueError("the guidance sweep needs a class-conditional model (train with --conditional)")
     labels = model.balanced_labels(n)
@@ -54,11 +57,13 @@ def sweep(
     with tempfile.TemporaryDirectory() as tmp:
         for w in weights:
             started = time.perf_counter()
-            images = sample(model, n, sampler=sampler, steps=steps, seed=seed, labels=labels, guidance=w, progress=True)
+            options = {"labels": labels, "guidance": w, "guidance_interval": interval if w else None}
+            with model.count_evaluations() as count:
+                images = sample(model, n, sampler=sampler, steps=steps, seed=seed, progress=True, **options)
             path = save_npz(images, Path(tmp) / f"w{w:g}.npz", labels)
             report = score(str(path), reference, n, metrics, extractor, floor=True, log=log)
-            nfe = steps * (2 if w else 1)
-            row = {"w": w, "sampler": sampler, "steps": steps, "nfe": nfe}
+            row = {"w": w, "sampler": sampler, "steps": steps, "nfe": count["images"] / n}
+            row.update({"guidance_interval": list(interval)} if interval and w else {})
             row.update({k: v for k, v in report.items() if k not in ("a", "b")})
             row["seconds"] = round(time.perf_counter() - started, 1)
             rows.append(row)
