@@ -255,3 +255,6 @@ def test_guidance_sweep_rows_and_grids(conditional_run, labelled_npz, tmp_path):
     ]
     grid = class_grid(model, 1.0, per_class=3, steps=2)
     assert grid.shape == (30, 1, 8, 8)
+    # the grid takes the interval too: one above every noise level of the trajectory guides nowhere
+    assert torch.equal(class_grid(model, 1.0, 3, 2, interval=(1e8, 1e9)), class_grid(model, 0.0, 3, 2))
+    assert not torch.equal(class_grid(model, 1.0, 3, 2, interval=(0.0, 1e9)), class_grid(model, 0.0, 3, 2))

@@ -486,11 +486,11 @@ def _cmd_reproduce(args) -> None:
         weights = [float(w) for w in args.weights.split(",")] if args.weights else WEIGHTS
         (step,) = steps or [50]
         reference = args.ref or model.config["data"]["spec"]
-        grids = [class_grid(model, w, args.per_row, step, args.sampler, args.seed) for w in weights]
+        interval = args.guidance_interval
+        grids = [class_grid(model, w, args.per_row, step, args.sampler, args.seed, interval) for w in weights]
         for w, grid in zip(weights, grids):
             save_grid(grid, out / f"guidance-w{w:g}.png", args.per_row)
         extractor = InceptionFeatures(args.device, log=lambda m: print(m, file=sys.stderr))
-        interval = args.guidance_interval
         rows = sweep(model, reference, extractor, weights, args.n, step, args.sampler, args.seed, interval, log=print)
         columns = ["w", "sampler", "nfe", "guidance_interval", "fid", "fid_floor", "kid", "accuracy", "n"]
         _write_table(rows, out, "guidance", [c for c in columns if any(c in row for row in rows)])
@@ -527,7 +527,7 @@ def _latent_parsers(sub, common) -> None:
     p.add_argument("--n", type=int, default=1000, help="images: reconstruction (test images), guidance (samples per w)")
     p.add_argument("--steps", default=None, help="comma-separated S (reconstruction, consistency); guidance: one S")
     p.add_argument("--weights", default=None, help="guidance weights, comma-separated (default 0,0.5,1,2,4)")
-    p.add_argument("--sampler", default="ddim", help="guidance: the sampler (network evaluations: S, 2 S for w > 0)")
+    p.add_argument("--sampler", default="ddim", help="guidance: the sampler (its network evaluations are counted: nfe)")
     p.add_argument("--images", default=None, help="reconstruction: images (default: the training data's test split)")
     p.add_argument("--ref", default=None, help="guidance: the reference set (default: the training data)")
     p.add_argument(

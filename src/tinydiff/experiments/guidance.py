@@ -23,11 +23,19 @@ WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
 
 
 def class_grid(
-    model: DiffusionModel, w: float, per_class: int = 8, steps: int = 50, sampler: str = "ddim", seed: int = 0
+    model: DiffusionModel,
+    w: float,
+    per_class: int = 8,
+    steps: int = 50,
+    sampler: str = "ddim",
+    seed: int = 0,
+    interval: tuple[float, float] | None = None,
 ) -> torch.Tensor:
-    """per_class samples of every class in order (a row per class when nrow = per_class)."""
+    """per_class samples of every class in order (a row per class when nrow = per_class), guided
+    with weight w (only at the noise levels in ``interval`` if one is given)."""
     labels = torch.arange(model.num_classes).repeat_interleave(per_class)
-    return sample(model, len(labels), sampler=sampler, steps=steps, seed=seed, labels=labels, guidance=w)
+    options = {"guidance": w, "guidance_interval": interval if w else None}
+    return sample(model, len(labels), sampler=sampler, steps=steps, seed=seed, labels=labels, **options)
 
 
 def sweep(
