@@ -158,6 +158,25 @@ def _sampler_kwargs(args) -> dict:
     return {k: getattr(args, k) for k in SAMPLER_OPTIONS if getattr(args, k) is not None}
 
 
+def _sample(args, model, n: int, labels, **more):
+    """n images of ``model`` with the sampling flags that sample and eval share (sampler, steps, seed,
+    the class labels, guidance and the sampler's own options); ``more`` goes to api.sample too."""
+    from .api import sample
+
+    return sample(
+        model,
+        n,
+        sampler=args.sampler,
+        steps=args.steps,
+        seed=args.seed,
+        labels=labels,
+        guidance=args.guidance,
+        guidance_interval=args.guidance_interval,
+        **_sampler_kwargs(args),
+        **more,
+    )
+
+
 def _guidance_options(p) -> None:
     p.add_argument(
         "--class",
@@ -271,7 +290,6 @@ def _eval_tag(args, conditional: bool) -> str:
 
 
 def _cmd_eval(args) -> None:
-    from .api import sample
     from .model import load
     from .viz import save_npz
 
@@ -279,18 +297,7 @@ def _cmd_eval(args) -> None:
     reference = args.ref or model.config["data"]["spec"]
     labels, n = _labels(args.label, model, args.n)
     with model.count_evaluations() as count:
-        images = sample(
-            model,
-            n,
-            sampler=args.sampler,
-            steps=args.steps,
-            seed=args.seed,
-            labels=labels,
-            guidance=args.guidance,
-            guidance_interval=args.guidance_interval,
-            progress=True,
-            **_sampler_kwargs(args),
-        )
+        images = _sample(args, model, n, labels, progress=True)
     name = f"eval-{_eval_tag(args, labels is not None)}-n{n}.npz"
     if args.ckpt.startswith("pretrained:"):  # a shipped model has no run directory: use the current one
         default = Path(f"{args.ckpt.replace(':', '-')}-{name}")
@@ -330,8 +337,6 @@ def _cmd_train(args) -> None:
 
 
 def _cmd_sample(args) -> None:
-
-    from .api import sample
     from .model import load
     from .viz import save_grid, save_npz, save_trajectory
 
@@ -347,20 +352,8 @@ def _cmd_sample(args) -> None:
             states.append(x_t[:8].clamp(-1, 1).cpu())
             predictions.append(x0[:8].clamp(-1, 1).cpu())
 
-    images = sample(
-        model,
-        n,
-        sampler=args.sampler,
-        steps=args.steps,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        labels=labels,
-        guidance=args.guidance,
-        guidance_interval=args.guidance_interval,
-        callback=record if args.trajectory else None,
-        progress=n >= 256,
-        **_sampler_kwargs(args),
-    )
+    callback = record if args.trajectory else None
+    images = _sample(args, model, n, labels, batch_size=args.batch_size, callback=callback, progress=n >= 256)
     print(f"grid: {save_grid(images, args.out, nrow)}")
     if args.trajectory:
         gif, strip = save_trajectory(states, predictions, args.trajectory)

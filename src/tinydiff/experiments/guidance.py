@@ -22,6 +22,11 @@ from ..viz import save_npz
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
 
 
+def _guidance(w: float, interval: tuple[float, float] | None) -> dict:
+    """sample()'s guidance options for weight w: w = 0 is the conditional model, so without the interval."""
+    return {"guidance": w, "guidance_interval": interval if w else None}
+
+
 def class_grid(
     model: DiffusionModel,
     w: float,
@@ -34,8 +39,7 @@ def class_grid(
     """per_class samples of every class in order (a row per class when nrow = per_class), guided
     with weight w (only at the noise levels in ``interval`` if one is given)."""
     labels = torch.arange(model.num_classes).repeat_interleave(per_class)
-    options = {"guidance": w, "guidance_interval": interval if w else None}
-    return sample(model, len(labels), sampler=sampler, steps=steps, seed=seed, labels=labels, **options)
+    return sample(model, len(labels), sampler=sampler, steps=steps, seed=seed, labels=labels, **_guidance(w, interval))
 
 
 def sweep(
@@ -65,9 +69,9 @@ def sweep(
     with tempfile.TemporaryDirectory() as tmp:
         for w in weights:
             started = time.perf_counter()
-            options = {"labels": labels, "guidance": w, "guidance_interval": interval if w else None}
+            options = {"labels": labels, "progress": True, **_guidance(w, interval)}
             with model.count_evaluations() as count:
-                images = sample(model, n, sampler=sampler, steps=steps, seed=seed, progress=True, **options)
+                images = sample(model, n, sampler=sampler, steps=steps, seed=seed, **options)
             path = save_npz(images, Path(tmp) / f"w{w:g}.npz", labels)
             report = score(str(path), reference, n, metrics, extractor, floor=True, log=log)
             row = {"w": w, "sampler": sampler, "steps": steps, "nfe": count["images"] / n}
