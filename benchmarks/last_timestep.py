@@ -6,7 +6,7 @@ the trajectory by S timesteps spaced linearly from T - 1 down to a chosen last t
 that the number of evaluations and the last timestep can be varied apart, and scores each
 choice with FID (n samples against n training images of the model's dataset, no floor).
 
-    python benchmarks/last_timestep.py --ckpt pretrained:mnist --rows 20:49,20:99,50:19,50:49 --eta 1 \
+    python benchmarks/last_timestep.py --ckpt pretrained:mnist-plain --rows 20:49,20:99,50:19,50:49 --eta 1 \
         --json benchmarks/results/last_timestep.json
 
 The trajectory is swapped by patching ``tinydiff.samplers.dpm_solver.trajectory`` inside this

@@ -50,6 +50,42 @@ def test_loss_is_zero_for_an_oracle_and_positive_otherwise(kind):
     assert (diffusion_loss(zero, s, x0, t, noise, kind, "min-snr") > 0).all()
 
 
+def _prediction_of_x0(kind, x0_pred, x_t, alpha_bar):
+    """The network output of ``kind`` whose x0 at x_t is x0_pred (requires_grad)."""
+    a = alpha_bar.view(-1, 1, 1, 1)
+    eps = (x_t - a.sqrt() * x0_pred) / (1 - a).sqrt()
+    return target(kind, x0_pred, eps, alpha_bar)
+
+
+@pytest.mark.parametrize("kind", PREDICTIONS)
+def test_clip_aware_loss_ignores_overshoot_only_at_the_bound_the_target_sits_on(kind):
+    s = NoiseSchedule.create("cosine")
+    gen = torch.Generator().manual_seed(0)
+    # columns: background (-1), a stroke (0.3), a saturated pixel (+1), each 4 pixels high
+    x0 = torch.tensor([-1.0, 0.3, 1.0], dtype=torch.float64).repeat(2, 1, 4, 1)
+    noise = torch.randn(x0.shape, generator=gen, dtype=torch.float64)
+    t = torch.tensor([20, 500])
+    x_t = s.q_sample(x0, t, noise)
+    # The prediction overshoots every column: -1.2 below the background, -1.2 on the stroke (a true
+    # error that the clip would not repair), 1.3 above the saturated pixel.
+    x0_pred = torch.tensor([-1.2, -1.2, 1.3], dtype=torch.float64).repeat(2, 1, 4, 1).requires_grad_()
+    pred = _prediction_of_x0(kind, x0_pred, x_t, s.alpha_bar_at(t))
+    plain = diffusion_loss(lambda *_: pred, s, x0, t, noise, kind)
+    aware = diffusion_loss(lambda *_: pred, s, x0, t, noise, kind, clip_aware=True)
+    # only the stroke column (a third of the pixels) still costs, exactly as much as before
+    per_pixel = (pred - target(kind, x0, noise, s.alpha_bar_at(t))).pow(2)
+    torch.testing.assert_close(aware, per_pixel[..., 1].flatten(1).sum(1) / 12)
+    assert (plain > aware).all()
+    (grad,) = torch.autograd.grad(aware.sum(), x0_pred)
+    assert (grad[..., 0] == 0).all() and (grad[..., 2] == 0).all() and (grad[..., 1] < 0).all()  # pushed up to 0.3
+    # inside the range nothing changes, also on the bound's pixels
+    inside = _prediction_of_x0(kind, torch.full_like(x0, -0.9), x_t, s.alpha_bar_at(t))
+    torch.testing.assert_close(
+        diffusion_loss(lambda *_: inside, s, x0, t, noise, kind, "min-snr", clip_aware=True),
+        diffusion_loss(lambda *_: inside, s, x0, t, noise, kind, "min-snr"),
+    )
+
+
 def test_as_denoiser_converts_any_prediction():
     s = NoiseSchedule.create("linear")
     x_t = torch.randn(4, 1, 2, 2, dtype=torch.float64)

@@ -49,6 +49,26 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(npz, tmp_path, sa
     assert [r["step"] for r in log] == [2, 3, 4, 6]  # every log_every steps and at the end of each run
 
 
+def test_clip_aware_loss_is_trained_recorded_and_fixed_on_resume(npz, tmp_path, monkeypatch):
+    seen = []
+    real = trainer.diffusion_loss
+    monkeypatch.setattr(trainer, "diffusion_loss", lambda *a, **kw: seen.append(a[-1]) or real(*a, **kw))
+    Trainer(_config(npz, tmp_path / "a", steps=3)).run(progress=False)  # the default
+    Trainer(_config(npz, tmp_path / "b", steps=3, clip_aware_loss=False)).run(progress=False)
+    assert seen == [True] * 3 + [False] * 3
+    # the digits' background is exactly -1, and an untrained network's x0 passes it at low noise
+    assert not all(torch.equal(x, y) for x, y in zip(_weights(tmp_path / "a"), _weights(tmp_path / "b")))
+    with pytest.raises(TinydiffError, match="clip_aware_loss"):
+        Trainer(_config(npz, tmp_path / "a", steps=6, clip_aware_loss=False), resume=True)
+    # a checkpoint written before the option existed was trained without it
+    config = tmp_path / "b" / "ckpt-0000003" / "config.json"
+    saved = json.loads(config.read_text())
+    del saved["train"]["clip_aware_loss"]
+    config.write_text(json.dumps(saved))
+    with pytest.raises(TinydiffError, match="clip_aware_loss=False"):
+        Trainer(_config(npz, tmp_path / "b", steps=6), resume=True)
+
+
 def test_seeded_runs_repeat_and_seeds_differ(npz, tmp_path):
     Trainer(_config(npz, tmp_path / "a", steps=3)).run(progress=False)
     Trainer(_config(npz, tmp_path / "b", steps=3)).run(progress=False)

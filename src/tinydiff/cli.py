@@ -66,6 +66,12 @@ def _train_parser(sub, common) -> None:
         choices=TIMESTEP_SAMPLINGS,
         help="training timesteps: independent draws, or stratified over the batch (low-discrepancy)",
     )
+    p.add_argument(
+        "--clip-aware-loss",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULTS.clip_aware_loss,
+        help="no loss where the predicted x0 passes the bound (-1 or 1) that its target pixel sits on",
+    )
     p.add_argument("--ema-decay", type=float, default=DEFAULTS.ema_decay)
     p.add_argument("--grad-clip", type=float, default=DEFAULTS.grad_clip)
     p.add_argument("--accumulate", type=int, default=DEFAULTS.accumulate, help="gradient accumulation micro-batches")

@@ -73,15 +73,27 @@ def diffusion_loss(
     kind: str = "eps",
     weighting: str = "none",
     y: torch.Tensor | None = None,
+    clip_aware: bool = False,
 ) -> torch.Tensor:
     """Per-sample loss [N]: weighted || target - net(x_t, t) ||^2, averaged over pixels.
 
     With kind="eps" and weighting="none" this is DDPM's L_simple (eq. 14).
+
+    clip_aware: the data lie in [-1, 1] and the samplers clip x0 to it, so a pixel whose target
+    sits on a bound (MNIST's background is exactly -1) costs nothing where the predicted x0 passes
+    that bound: the clip maps it onto the target. Elsewhere the loss is unchanged, so the clipped
+    minimiser is still E[x0 | x_t]; what changes is that the network may overshoot a pixel it is
+    sure of instead of scattering around the bound, which the clip turns into faint grey.
     """
     alpha_bar = schedule.alpha_bar_at(t)
     x_t = schedule.q_sample(x0, t, noise)
     pred = net(x_t, t) if y is None else net(x_t, t, y)
-    mse = (pred.float() - target(kind, x0, noise, alpha_bar)).pow(2).flatten(1).mean(1)
+    error = pred.float() - target(kind, x0, noise, alpha_bar)
+    if clip_aware:
+        _, x0_pred = to_eps_x0(kind, pred.detach().float(), x_t, alpha_bar)
+        beyond = ((x0 <= -1) & (x0_pred < -1)) | ((x0 >= 1) & (x0_pred > 1))
+        error = error.masked_fill(beyond, 0.0)
+    mse = error.pow(2).flatten(1).mean(1)
     weight = loss_weight(kind, schedule.snr(t), weighting).to(mse)
     return weight * mse
 

@@ -61,6 +61,10 @@ class TrainConfig:
     prediction: str = "v"
     weighting: str = "min-snr"
     timestep_sampling: str = "uniform"  # or "stratified" (low-discrepancy, objectives.sample_timesteps)
+    # No loss where the predicted x0 passes the bound of [-1, 1] that its target pixel sits on
+    # (objectives.diffusion_loss), so that the samplers' clip gives MNIST's exact background: 80 %
+    # of the pixels at 0 against 67 %, FID 7.06 against 7.74 in the 60-minute run (docs/RESULTS.md).
+    clip_aware_loss: bool = True
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     accumulate: int = 1
@@ -97,6 +101,8 @@ class TrainConfig:
 
 # Fields that may differ when a run is resumed; everything else must match the checkpoint.
 RESUMABLE_CHANGES = {"steps", "minutes", "out", "ckpt_every", "log_every", "keep", "sample_grid", "device", "compile"}
+# What a checkpoint written before a field existed was trained with.
+LEGACY_VALUES = {"clip_aware_loss": False}
 
 
 # torch 2.13's inductor, given a network compiled under bf16 autocast, computes a backward pass in
@@ -241,9 +247,10 @@ class Trainer:
     def _restore(self, ckpt: Path) -> None:
         saved = read_config(ckpt)
         ours = self.model_config["train"]
-        diffs = [k for k, v in saved.get("train", {}).items() if k not in RESUMABLE_CHANGES and ours.get(k) != v]
+        theirs = {**LEGACY_VALUES, **saved.get("train", {})}
+        diffs = [k for k, v in theirs.items() if k not in RESUMABLE_CHANGES and ours.get(k) != v]
         if diffs or saved.get("net") != self.model_config["net"]:
-            what = ", ".join(f"{k}={saved['train'][k]!r} (now {ours.get(k)!r})" for k in diffs) or "network"
+            what = ", ".join(f"{k}={theirs[k]!r} (now {ours.get(k)!r})" for k in diffs) or "network"
             raise TinydiffError(f"cannot resume {ckpt}: it was trained with another config: {what}")
         load_weights(ckpt, "model.safetensors", self.net)
         if self.ema is not None:
@@ -318,6 +325,7 @@ class Trainer:
                     config.prediction,
                     config.weighting,
                     None if labels is None else labels[part].to(self.device),
+                    config.clip_aware_loss,
                 )
                 # the mean over the global batch, once DDP has averaged over the world_size ranks
                 (losses.mean() / (config.accumulate)).backward()
