@@ -32,6 +32,9 @@ def trained(tmp_path_factory):
         sample_grid=0,
         ckpt_every=60,
         schedule="linear",
+        # The plain loss: a clip-aware model's denoiser includes the clip to [-1, 1], through which its
+        # exact background inverts to nearly the same latent everywhere (test below), not to noise.
+        clip_aware_loss=False,
     )
     Trainer(config).run(progress=False)
     return root
@@ -68,6 +71,26 @@ def test_round_trip_error_falls_as_steps_grow_for_a_trained_model(trained):
     assert 0.5 < z.std().item() < 1.5 and math.isfinite(z.abs().max().item())
     back = decode(model, z, steps=100)
     assert (back - (images.float() / 127.5 - 1)).pow(2).mean().item() == pytest.approx(errors[2], rel=1e-4)
+
+
+def test_a_clip_aware_model_inverts_through_its_clip(tmp_path):
+    """Its x0 beyond a bound is untrained, so inversion and decoding clip too: the round trip holds,
+    but the exact background no longer inverts to noise."""
+    np.savez(tmp_path / "bars.npz", x=digit_like_images(64))
+    config = dict(
+        data=str(tmp_path / "bars.npz"), steps=60, batch_size=16, sample_grid=0, ckpt_every=60, schedule="linear"
+    )
+    latents = {}
+    for aware in (True, False):
+        Trainer(TrainConfig(out=str(tmp_path / str(aware)), clip_aware_loss=aware, **config)).run(progress=False)
+        model = load(tmp_path / str(aware))
+        assert model.clip_aware == aware
+        images = torch.from_numpy(digit_like_images(16, seed=3))
+        latents[aware] = z = invert(model, images, steps=50)
+        back = decode(model, z, steps=50)
+        assert (back - (images.float() / 127.5 - 1)).pow(2).mean().item() < 0.05
+    background = torch.from_numpy(digit_like_images(16, seed=3)) == 0
+    assert latents[True][background].std() < 0.5 * latents[False][background].std()
 
 
 def test_merge_reproduces_both_images_at_its_ends(trained):

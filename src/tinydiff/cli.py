@@ -157,7 +157,13 @@ def _sampler_options(p) -> None:
     p.add_argument("--sigma-hat", action="store_true", default=None, help="DDIM with Table 1's sigma-hat noise")
     p.add_argument("--variance", default=None, choices=["posterior", "beta"], help="DDPM sigma_t^2")
     p.add_argument("--spacing", default=None, help="trajectory: uniform, leading, trailing, quadratic, logsnr")
-    p.add_argument("--no-clip", dest="clip_x0", action="store_false", default=None, help="do not clip x0 to [-1, 1]")
+    p.add_argument(
+        "--no-clip",
+        dest="clip_x0",
+        action="store_false",
+        default=None,
+        help="do not clip x0 to [-1, 1] (a model trained with the clip-aware loss clips always)",
+    )
 
 
 def _sampler_kwargs(args) -> dict:

@@ -12,7 +12,7 @@ from torch import nn
 
 from .errors import TinydiffError
 from .nets import build_net
-from .objectives import Denoiser, as_denoiser
+from .objectives import Denoiser, as_denoiser, bounded
 from .samplers.guidance import guided_denoiser
 from .schedule import NoiseSchedule
 from .training.checkpoint import load_weights, read_config, resolve_checkpoint, weights_file
@@ -65,13 +65,23 @@ class DiffusionModel:
         """``denoise(x_t, t) -> (eps, x0)`` for the samplers: unconditional (the null class of a
         conditional model) when labels is None, else for class ``labels`` [N] with classifier-free
         guidance weight ``guidance``, only at noise levels sigma_t in ``interval`` = (sigma_lo,
-        sigma_hi] if one is given (samplers/guidance.py)."""
+        sigma_hi] if one is given (samplers/guidance.py). A model trained with the clip-aware loss
+        clips its x0 to [-1, 1] always (objectives.bounded)."""
         if labels is None:
             if guidance or interval is not None:
                 raise TinydiffError("guidance needs class labels (e.g. --class 3 or --class all)")
-            return as_denoiser(self.net, self.schedule, self.prediction)
-        labels = labels.to(self.device)
-        return guided_denoiser(self.net, self.schedule, self.prediction, labels, self.num_classes, guidance, interval)
+            denoise = as_denoiser(self.net, self.schedule, self.prediction)
+        else:
+            labels = labels.to(self.device)
+            denoise = guided_denoiser(
+                self.net, self.schedule, self.prediction, labels, self.num_classes, guidance, interval
+            )
+        return bounded(denoise, self.schedule) if self.clip_aware else denoise
+
+    @property
+    def clip_aware(self) -> bool:
+        """Trained with the clip-aware loss (checkpoints from before it existed were not)."""
+        return bool(self.config.get("train", {}).get("clip_aware_loss", False))
 
 
 # The models shipped with tinydiff (inference-only exports, one folder per dataset; docs/RESULTS.md

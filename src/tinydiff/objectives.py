@@ -9,6 +9,7 @@ into that, which is also how a foreign network (e.g. a diffusers UNet2DModel) pl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -48,6 +49,31 @@ def to_eps_x0(kind: str, pred: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch
         return (x_t - a.sqrt() * pred) / (1 - a).sqrt(), pred
     # v: x0 = sqrt(a) x_t - sqrt(1 - a) v,  eps = sqrt(1 - a) x_t + sqrt(a) v
     return (1 - a).sqrt() * x_t + a.sqrt() * pred, a.sqrt() * x_t - (1 - a).sqrt() * pred
+
+
+def clip_prediction(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eps, x0) with x0 clipped to [-1, 1] and eps recomputed from it, so that the pair stays
+    consistent with x_t (DDPM eq. 4 solved for eps). alpha_bar: a float, or a tensor broadcast to x_t."""
+    x0 = x0.clamp(-1, 1)
+    if isinstance(alpha_bar, float):
+        return (x_t - math.sqrt(alpha_bar) * x0) / math.sqrt(1 - alpha_bar), x0
+    return (x_t - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt(), x0
+
+
+def bounded(denoise: Denoiser, schedule: NoiseSchedule) -> Denoiser:
+    """``denoise`` with its x0 clipped to [-1, 1] at every call. A network trained with the
+    clip-aware loss (``diffusion_loss(..., clip_aware=True)``) predicts x0 only up to that clip: beyond
+    a bound its output is untrained, so its denoiser includes the clip, also where a sampler's own
+    clipping is off (DDIM inversion and decoding)."""
+
+    def denoise_bounded(x_t: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        _, x0 = denoise(x_t, t)
+        if isinstance(t, int):
+            return clip_prediction(x_t, x0, float(schedule.alpha_bar_at(t)))
+        t = torch.as_tensor(t, dtype=torch.long, device=x_t.device).expand(x_t.shape[0])
+        return clip_prediction(x_t, x0, broadcast(schedule.alpha_bar_at(t), x_t))
+
+    return denoise_bounded
 
 
 def loss_weight(kind: str, snr: torch.Tensor, weighting: str = "none", gamma: float = 5.0):

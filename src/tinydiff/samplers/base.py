@@ -9,11 +9,9 @@ at timestep t (for trajectory GIFs and analysis). Samplers keep no state between
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from ..objectives import Denoiser
+from ..objectives import Denoiser, clip_prediction
 from ..schedule import NoiseSchedule
 
 
@@ -22,9 +20,7 @@ def predict(denoise: Denoiser, x_t: torch.Tensor, t: int, schedule: NoiseSchedul
     from it so that the pair stays consistent with x_t (DDPM eq. 4 solved for eps)."""
     eps, x0 = denoise(x_t, t)
     if clip_x0:
-        alpha_bar = float(schedule.alpha_bar_at(t))
-        x0 = x0.clamp(-1, 1)
-        eps = (x_t - math.sqrt(alpha_bar) * x0) / math.sqrt(1 - alpha_bar)
+        return clip_prediction(x_t, x0, float(schedule.alpha_bar_at(t)))
     return eps, x0
 
 
