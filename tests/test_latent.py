@@ -80,16 +80,16 @@ def test_a_clip_aware_model_inverts_through_its_clip(tmp_path):
     config = dict(
         data=str(tmp_path / "bars.npz"), steps=60, batch_size=16, sample_grid=0, ckpt_every=60, schedule="linear"
     )
+    images = torch.from_numpy(digit_like_images(16, seed=3))
     latents = {}
     for aware in (True, False):
         Trainer(TrainConfig(out=str(tmp_path / str(aware)), clip_aware_loss=aware, **config)).run(progress=False)
         model = load(tmp_path / str(aware))
         assert model.clip_aware == aware
-        images = torch.from_numpy(digit_like_images(16, seed=3))
         latents[aware] = z = invert(model, images, steps=50)
         back = decode(model, z, steps=50)
         assert (back - (images.float() / 127.5 - 1)).pow(2).mean().item() < 0.05
-    background = torch.from_numpy(digit_like_images(16, seed=3)) == 0
+    background = images == 0
     assert latents[True][background].std() < 0.5 * latents[False][background].std()
 
 

@@ -16,6 +16,7 @@ from .objectives import Denoiser, as_denoiser, bounded
 from .samplers.guidance import guided_denoiser
 from .schedule import NoiseSchedule
 from .training.checkpoint import load_weights, read_config, resolve_checkpoint, weights_file
+from .training.trainer import LEGACY_VALUES
 
 
 @dataclass
@@ -80,8 +81,8 @@ class DiffusionModel:
 
     @property
     def clip_aware(self) -> bool:
-        """Trained with the clip-aware loss (checkpoints from before it existed were not)."""
-        return bool(self.config.get("train", {}).get("clip_aware_loss", False))
+        """Trained with the clip-aware loss (checkpoints from before it existed were not: LEGACY_VALUES)."""
+        return bool({**LEGACY_VALUES, **self.config.get("train", {})}["clip_aware_loss"])
 
 
 # The models shipped with tinydiff (inference-only exports, one folder per dataset; docs/RESULTS.md
