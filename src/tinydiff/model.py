@@ -16,7 +16,6 @@ from .objectives import Denoiser, as_denoiser, bounded
 from .samplers.guidance import guided_denoiser
 from .schedule import NoiseSchedule
 from .training.checkpoint import load_weights, read_config, resolve_checkpoint, weights_file
-from .training.trainer import LEGACY_VALUES
 
 
 @dataclass
@@ -81,8 +80,9 @@ class DiffusionModel:
 
     @property
     def clip_aware(self) -> bool:
-        """Trained with the clip-aware loss (checkpoints from before it existed were not: LEGACY_VALUES)."""
-        return bool({**LEGACY_VALUES, **self.config.get("train", {})}["clip_aware_loss"])
+        """Trained with the clip-aware loss (checkpoints from before it existed were not:
+        training.checkpoint.LEGACY_VALUES)."""
+        return bool(self.config["train"]["clip_aware_loss"])
 
 
 # The models shipped with tinydiff (inference-only exports, one folder per dataset; docs/RESULTS.md

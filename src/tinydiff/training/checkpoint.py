@@ -124,8 +124,13 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return complete[-1]
 
 
+# What a checkpoint written before a training field existed was trained with.
+LEGACY_VALUES = {"clip_aware_loss": False}
+
+
 def read_config(ckpt: Path, needed=FILES) -> dict:
-    """config.json of a checkpoint, after checking that the ``needed`` files are there."""
+    """config.json of a checkpoint, after checking that the ``needed`` files are there; its "train"
+    section holds LEGACY_VALUES for the fields it was written without."""
     missing = [f for f in needed if not (ckpt / f).is_file()]
     if missing:
         raise TinydiffError(f"checkpoint {ckpt} is incomplete: missing {', '.join(missing)}")
@@ -137,6 +142,7 @@ def read_config(ckpt: Path, needed=FILES) -> dict:
         raise TinydiffError(
             f"checkpoint {ckpt}: format version {config.get('format_version')!r}, this tinydiff reads {FORMAT_VERSION}"
         )
+    config["train"] = {**LEGACY_VALUES, **config.get("train", {})}
     return config
 
 

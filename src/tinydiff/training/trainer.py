@@ -101,8 +101,6 @@ class TrainConfig:
 
 # Fields that may differ when a run is resumed; everything else must match the checkpoint.
 RESUMABLE_CHANGES = {"steps", "minutes", "out", "ckpt_every", "log_every", "keep", "sample_grid", "device", "compile"}
-# What a checkpoint written before a field existed was trained with.
-LEGACY_VALUES = {"clip_aware_loss": False}
 
 
 # torch 2.13's inductor, given a network compiled under bf16 autocast, computes a backward pass in
@@ -247,7 +245,7 @@ class Trainer:
     def _restore(self, ckpt: Path) -> None:
         saved = read_config(ckpt)
         ours = self.model_config["train"]
-        theirs = {**LEGACY_VALUES, **saved.get("train", {})}
+        theirs = saved["train"]  # with LEGACY_VALUES filled in by read_config
         diffs = [k for k, v in theirs.items() if k not in RESUMABLE_CHANGES and ours.get(k) != v]
         if diffs or saved.get("net") != self.model_config["net"]:
             what = ", ".join(f"{k}={theirs[k]!r} (now {ours.get(k)!r})" for k in diffs) or "network"
