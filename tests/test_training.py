@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -319,6 +320,11 @@ def test_a_wall_clock_budget_stops_the_run_and_ends_the_cosine_schedule(npz, tmp
     assert trainer.learning_rate(config, 10, elapsed_s=0.6) == pytest.approx(config.lr * 0.5)
     assert trainer.learning_rate(config, 5_000, elapsed_s=0.0) == pytest.approx(config.lr * 0.5)
     assert trainer.learning_rate(config, 10, elapsed_s=1.2) == pytest.approx(0.0, abs=1e-12)
+    # the linear decay follows the same fraction: a quarter of the way down at a quarter of the budget
+    linear = dataclasses.replace(config, lr_schedule="linear")
+    assert trainer.learning_rate(linear, 10, elapsed_s=0.3) == pytest.approx(config.lr * 0.75)
+    assert trainer.learning_rate(linear, 2_500, elapsed_s=0.0) == pytest.approx(config.lr * 0.75)
+    assert trainer.learning_rate(linear, 10, elapsed_s=1.2) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_the_diffusers_baseline_trains_in_the_same_loop_and_loads(tmp_path):
@@ -332,3 +338,24 @@ def test_the_diffusers_baseline_trains_in_the_same_loop_and_loads(tmp_path):
     from tinydiff import sample
 
     assert sample(model, 2, steps=2, labels=[0, 3], guidance=1.0).shape == (2, 1, 8, 8)
+
+
+def test_ema_averages_parameters_with_the_warmed_up_decay_and_copies_buffers():
+    from tinydiff.training.ema import EMA
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    ema = EMA(net, decay=0.9)
+    start = [p.detach().clone() for p in net.parameters()]
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+        net[1].running_mean.fill_(5.0)
+    ema.update(net, step=0)  # warm-up: d = min(0.9, 1 / 10) = 0.1
+    for shadow, before, now in zip(ema.shadow.parameters(), start, net.parameters()):
+        torch.testing.assert_close(shadow, 0.1 * before + 0.9 * now)
+    torch.testing.assert_close(ema.shadow[1].running_mean, torch.full((4,), 5.0))  # copied, not averaged
+    previous = [p.clone() for p in ema.shadow.parameters()]
+    ema.update(net, step=1000)  # past the warm-up: d = 0.9
+    for shadow, before, now in zip(ema.shadow.parameters(), previous, net.parameters()):
+        torch.testing.assert_close(shadow, 0.9 * before + 0.1 * now)

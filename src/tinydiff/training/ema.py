@@ -29,7 +29,7 @@ class EMA:
     @torch.no_grad()
     def update(self, net: nn.Module, step: int) -> None:
         weight = 1.0 - self.decay_at(step)
-        for shadow, param in zip(self.shadow.parameters(), net.parameters()):
-            shadow.lerp_(param.detach(), weight)
+        # one fused call over all tensors: the same arithmetic as a lerp_ per tensor, less overhead on CPU
+        torch._foreach_lerp_(list(self.shadow.parameters()), [p.detach() for p in net.parameters()], weight)
         for shadow, buffer in zip(self.shadow.buffers(), net.buffers()):
             shadow.copy_(buffer)
