@@ -31,11 +31,14 @@ from tinydiff.schedule import NoiseSchedule
 SHAPE = (1, 28, 28)
 
 
-def make_step(preset: str, channels_last: bool, bf16: bool, compiled: bool, batch_size: int):
+def make_step(preset: str, channels_last: bool, bf16: bool, compiled: bool, batch_size: int, prepare=None):
     """A closure running one training step of a fresh network, the first call's seconds, and the
-    first call's gradient (every parameter's, flattened in the standard layout)."""
+    first call's gradient (every parameter's, flattened in the standard layout). ``prepare``, if
+    given, modifies the fresh network in place (benchmarks/attention_speed.py swaps its attention)."""
     torch.manual_seed(0)
     net = build_net(net_config("unet", preset, SHAPE, num_classes=10))
+    if prepare is not None:
+        prepare(net)
     for p in net.parameters():  # zero-initialised output layers would give everything upstream no gradient
         if not p.any():
             torch.nn.init.normal_(p, std=0.02)

@@ -1,7 +1,9 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tinydiff.nets import PRESETS, build_net, count_params, gflops_per_image, net_config
+from tinydiff.nets.unet import Attention
 
 
 def _randomize(net):
@@ -40,6 +42,20 @@ def test_class_conditioning_changes_the_output():
     x, t = torch.randn(2, 1, 8, 8), torch.tensor([5, 5])
     assert not torch.allclose(net(x, t, torch.tensor([1, 2])), net(x, t, torch.tensor([3, 4])))
     torch.testing.assert_close(net(x, t), net(x, t, torch.tensor([10, 10])))  # None = null class
+
+
+def test_attention_matches_pytorchs_scaled_dot_product_attention():
+    """The written-out attention (faster on CPU) is softmax(Q K^T / sqrt(d)) V, values and gradients."""
+    attn = _randomize(Attention(32, heads=4))
+    x = torch.randn(3, 32, 7, 7, requires_grad=True)
+    q, k, v = attn.qkv(attn.norm(x)).reshape(3, 3, 4, 8, 49).transpose(-1, -2).unbind(1)  # [B, heads, HW, d]
+    reference = x + attn.proj(F.scaled_dot_product_attention(q, k, v).transpose(-1, -2).reshape(3, 32, 7, 7))
+    ours = attn(x)
+    torch.testing.assert_close(ours, reference)
+    assert (reference - x).abs().max() > 0.1  # the attention branch contributes
+    grad_ours, grad_ref = (torch.autograd.grad(out.square().sum(), [x, attn.qkv.weight]) for out in (ours, reference))
+    for a, b in zip(grad_ours, grad_ref):
+        torch.testing.assert_close(a, b)
 
 
 def test_presets_grow_in_compute():
