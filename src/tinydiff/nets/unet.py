@@ -81,7 +81,7 @@ class Attention(nn.Module):
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
         # softmax(Q K^T / sqrt(d)) V (Vaswani et al. 2017, Eq. 1), q, k, v each [B, heads, d, HW]. Written
         # out: on CPU, for the 49 positions of nano's 7x7 level, F.scaled_dot_product_attention made a
-        # training step 4 % slower (benchmarks/attention_speed.py; sampling in fp32 gives the same images).
+        # training step 4 % slower (benchmarks/attention_speed.py); the values are the same to float rounding.
         weights = torch.softmax(torch.einsum("bhdi,bhdj->bhij", q, k) * (c // self.heads) ** -0.5, dim=-1)
         out = torch.einsum("bhij,bhdj->bhdi", weights, v)
         return x + self.proj(out.reshape(b, c, h, w))
