@@ -23,6 +23,7 @@ TIMESTEPS = (10, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 990)
 
 def held_out_loss(ckpt: str, x0: torch.Tensor, labels: torch.Tensor, noises: list, batch: int = 500) -> list:
     model = load(ckpt)
+    # NCHW, the layout the trainer computes this loss in (load() gives channels_last, for sampling)
     net, train = model.net.to(memory_format=torch.contiguous_format), model.config["train"]
     clip_aware = train.get("clip_aware_loss", False)
     objective = dict(kind=model.prediction, weighting=train["weighting"], clip_aware=clip_aware)
@@ -46,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
 
     data = load_dataset("mnist", "test")
-    x0, labels = data.images[: args.n].float() / 127.5 - 1, data.labels[: args.n]
+    x0, labels = data.batch(torch.arange(args.n)), data.labels[: args.n]  # the trainer's scaling to [-1, 1]
     generator = torch.Generator().manual_seed(0)
     noises = [torch.randn(x0.shape, generator=generator) for _ in TIMESTEPS]
     rows = [{"ckpt": c, "losses": held_out_loss(c, x0, labels, noises)} for c in args.ckpts]
