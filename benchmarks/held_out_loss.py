@@ -1,7 +1,8 @@
 """Held-out denoising loss of checkpoints, per noise level: a check of a training recipe that costs
 a minute, beside FID's several. Each checkpoint's own objective (prediction target, weighting,
-clip-aware or not) on the first N images of the MNIST test set, at fixed timesteps, with the same
-noise for every checkpoint (so differences are paired), in fp32 under torch.inference_mode.
+clip-aware or not; for a self-conditioned net, its second pass, fed its own first estimate) on the
+first N images of the MNIST test set, at fixed timesteps, with the same noise for every checkpoint
+(so differences are paired), in fp32 under torch.inference_mode.
 
     python benchmarks/held_out_loss.py pretrained:mnist runs/RUN [--n 2000] [--json FILE]
 """
@@ -27,6 +28,7 @@ def held_out_loss(ckpt: str, x0: torch.Tensor, labels: torch.Tensor, noises: lis
     net, train = model.net.to(memory_format=torch.contiguous_format), model.config["train"]
     clip_aware = train.get("clip_aware_loss", False)
     objective = dict(kind=model.prediction, weighting=train["weighting"], clip_aware=clip_aware)
+    objective["self_condition"] = train.get("self_condition", False)
     losses = []
     with torch.inference_mode():
         for t, noise in zip(TIMESTEPS, noises):

@@ -72,6 +72,11 @@ def _train_parser(sub, common) -> None:
         default=DEFAULTS.clip_aware_loss,
         help="no loss where the predicted x0 passes the bound (-1 or 1) that its target pixel sits on",
     )
+    p.add_argument(
+        "--self-condition",
+        action="store_true",
+        help="the U-Net also sees its previous x0 estimate (Chen et al. 2022); no extra evaluations in sampling",
+    )
     p.add_argument("--ema-decay", type=float, default=DEFAULTS.ema_decay)
     p.add_argument("--grad-clip", type=float, default=DEFAULTS.grad_clip)
     p.add_argument("--accumulate", type=int, default=DEFAULTS.accumulate, help="gradient accumulation micro-batches")

@@ -12,7 +12,7 @@ from torch import nn
 
 from .errors import TinydiffError
 from .nets import build_net
-from .objectives import Denoiser, as_denoiser, bounded
+from .objectives import Denoiser, SelfCondition, as_denoiser, bounded
 from .samplers.guidance import guided_denoiser
 from .schedule import NoiseSchedule
 from .training.checkpoint import load_weights, read_config, resolve_checkpoint, weights_file
@@ -66,15 +66,17 @@ class DiffusionModel:
         conditional model) when labels is None, else for class ``labels`` [N] with classifier-free
         guidance weight ``guidance``, only at noise levels sigma_t in ``interval`` = (sigma_lo,
         sigma_hi] if one is given (samplers/guidance.py). A model trained with the clip-aware loss
-        clips its x0 to [-1, 1] always (objectives.bounded)."""
+        clips its x0 to [-1, 1] always (objectives.bounded). A self-conditioned model's denoiser
+        carries the previous step's x0 (objectives.SelfCondition): make one per trajectory."""
+        memory = SelfCondition() if self.config["net"].get("self_condition") else None
         if labels is None:
             if guidance or interval is not None:
                 raise TinydiffError("guidance needs class labels (e.g. --class 3 or --class all)")
-            denoise = as_denoiser(self.net, self.schedule, self.prediction)
+            denoise = as_denoiser(self.net, self.schedule, self.prediction, None, memory)
         else:
             labels = labels.to(self.device)
             denoise = guided_denoiser(
-                self.net, self.schedule, self.prediction, labels, self.num_classes, guidance, interval
+                self.net, self.schedule, self.prediction, labels, self.num_classes, guidance, interval, memory
             )
         return bounded(denoise, self.schedule) if self.clip_aware else denoise
 

@@ -5,6 +5,12 @@ With a = alpha_bar_t and x_t = sqrt(a) x0 + sqrt(1 - a) eps (DDPM eq. 4), a netw
   eps (DDPM's L_simple, eq. 14), x0, or v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho 2022).
 Samplers only ever see ``(eps, x0)`` pairs: :func:`as_denoiser` turns a network of any kind
 into that, which is also how a foreign network (e.g. a diffusers UNet2DModel) plugs in.
+
+Self-conditioning (Chen et al. 2022, "Analog Bits", Sec. 3.2): the network also takes an estimate
+of x0, ``net(x_t, t, y, x_self=...)``. In training, for half of the batches, a first pass without
+gradients gives that estimate from zeros, and the loss is taken on a second pass fed with it; the
+other half sees zeros. In sampling, each step feeds the x0 predicted at the step before
+(:class:`SelfCondition`), so the refinement costs no extra network evaluation.
 """
 
 from __future__ import annotations
@@ -21,6 +27,22 @@ WEIGHTINGS = ("none", "min-snr")
 TIMESTEP_SAMPLINGS = ("uniform", "stratified")
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class SelfCondition:
+    """The x0 estimate a self-conditioned network is fed: zeros at a trajectory's first step, then
+    the (clipped) x0 of the step before. It is state: one per trajectory (model.denoiser makes one)."""
+
+    def __init__(self):
+        self.x0: torch.Tensor | None = None
+
+    def inputs(self, x_t: torch.Tensor, copies: int = 1) -> dict:
+        """The keyword argument for the network's call on ``copies`` stacked copies of x_t's batch."""
+        x0 = torch.zeros_like(x_t) if self.x0 is None else self.x0
+        return {"x_self": x0.repeat(copies, *[1] * (x0.ndim - 1))}
+
+    def remember(self, x0: torch.Tensor) -> None:
+        self.x0 = x0.clamp(-1, 1)
 
 
 def _check(kind: str) -> None:
@@ -100,6 +122,7 @@ def diffusion_loss(
     weighting: str = "none",
     y: torch.Tensor | None = None,
     clip_aware: bool = False,
+    self_condition: bool = False,
 ) -> torch.Tensor:
     """Per-sample loss [N]: weighted || target - net(x_t, t) ||^2, averaged over pixels.
 
@@ -110,10 +133,21 @@ def diffusion_loss(
     that bound: the clip maps it onto the target. Elsewhere the loss is unchanged, so the clipped
     minimiser is still E[x0 | x_t]; what changes is that the network may overshoot a pixel it is
     sure of instead of scattering around the bound, which the clip turns into faint grey.
+
+    self_condition: feed the network its own x0 estimate from a first pass without gradients
+    (Chen et al. 2022, Alg. 1; the caller draws the 50 % of batches where this happens). False with
+    a self-conditioned network: it is fed zeros, as at the first step of sampling.
     """
     alpha_bar = schedule.alpha_bar_at(t)
     x_t = schedule.q_sample(x0, t, noise)
-    pred = net(x_t, t) if y is None else net(x_t, t, y)
+    args = (x_t, t) if y is None else (x_t, t, y)
+    if self_condition:
+        first = SelfCondition()
+        with torch.no_grad():
+            first.remember(to_eps_x0(kind, net(*args, **first.inputs(x_t)).float(), x_t, alpha_bar)[1])
+        pred = net(*args, **first.inputs(x_t))
+    else:
+        pred = net(*args)
     error = pred.float() - target(kind, x0, noise, alpha_bar)
     if clip_aware:
         _, x0_pred = to_eps_x0(kind, pred.detach().float(), x_t, alpha_bar)
@@ -149,16 +183,23 @@ def drop_labels(labels: torch.Tensor, p_uncond: float, null_class: int, generato
     return torch.where(drop, null_class, labels)
 
 
-def as_denoiser(net: Callable, schedule: NoiseSchedule, kind: str, y=None) -> Denoiser:
+def as_denoiser(
+    net: Callable, schedule: NoiseSchedule, kind: str, y=None, self_condition: SelfCondition | None = None
+) -> Denoiser:
     """Wrap ``net(x_t, t[, y]) -> prediction of kind`` as ``denoise(x_t, t) -> (eps, x0)``.
 
-    t may be a python int or a [N] tensor of timesteps.
+    t may be a python int or a [N] tensor of timesteps. A self-conditioned network gets its
+    previous x0 through ``self_condition``, which each call updates.
     """
     _check(kind)
 
     def denoise(x_t: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
         t = torch.as_tensor(t, dtype=torch.long, device=x_t.device).expand(x_t.shape[0])
-        pred = net(x_t, t) if y is None else net(x_t, t, y)
-        return to_eps_x0(kind, pred.to(x_t.dtype), x_t, schedule.alpha_bar_at(t))
+        args = (x_t, t) if y is None else (x_t, t, y)
+        pred = net(*args) if self_condition is None else net(*args, **self_condition.inputs(x_t))
+        eps, x0 = to_eps_x0(kind, pred.to(x_t.dtype), x_t, schedule.alpha_bar_at(t))
+        if self_condition is not None:
+            self_condition.remember(x0)
+        return eps, x0
 
     return denoise

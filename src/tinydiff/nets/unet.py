@@ -100,10 +100,11 @@ class Block(nn.Module):
 
 
 class UNet(nn.Module):
-    """net(x_t, t, y=None) -> prediction with x_t's shape.
+    """net(x_t, t, y=None, x_self=None) -> prediction with x_t's shape.
 
     x_t: [N, C, H, W]; t: [N] integer timesteps; y: [N] class labels in 0..num_classes-1, or
     num_classes for "no label" (the null class of classifier-free guidance); None = null.
+    x_self: [N, C, H, W] an estimate of x0, for a network built with self_condition=True (None = zeros).
     """
 
     def __init__(
@@ -117,6 +118,7 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         num_classes: int | None = None,
         use_time: bool = True,
+        self_condition: bool = False,
     ):
         super().__init__()
         levels = len(channel_mults)
@@ -125,7 +127,8 @@ class UNet(nn.Module):
         self.num_classes = num_classes
         self.time = TimeEmbedding(channels, emb_dim, use_time)
         self.label = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
-        self.stem = nn.Conv2d(in_channels, channels, 3, padding=1)
+        self.self_condition = self_condition  # x_self, an estimate of x0, enters as more input channels
+        self.stem = nn.Conv2d(in_channels * (2 if self_condition else 1), channels, 3, padding=1)
 
         self.down = nn.ModuleList()
         skips, width = [channels], channels
@@ -154,14 +157,21 @@ class UNet(nn.Module):
 
         self.out = nn.Sequential(group_norm(width), nn.SiLU(), zero_init(nn.Conv2d(width, in_channels, 3, padding=1)))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, x_self: torch.Tensor | None = None
+    ) -> torch.Tensor:
         emb = self.time(t)
         if self.label is not None:
             if y is None:
                 y = torch.full_like(t, self.num_classes)
             emb = emb + self.label(y)
 
-        h = self.stem(x)
+        if self.self_condition:  # self-conditioning (objectives.py): no estimate yet = zeros
+            h = self.stem(torch.cat([x, torch.zeros_like(x) if x_self is None else x_self.to(x)], dim=1))
+        elif x_self is not None:
+            raise ValueError("x_self is for a network built with self_condition=True")
+        else:
+            h = self.stem(x)
         skips = [h]
         for layer in self.down:
             h = layer(h) if isinstance(layer, nn.Conv2d) else layer(h, emb)

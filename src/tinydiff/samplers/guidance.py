@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 
 from ..errors import TinydiffError
-from ..objectives import Denoiser, as_denoiser, to_eps_x0
+from ..objectives import Denoiser, SelfCondition, as_denoiser, to_eps_x0
 from ..schedule import NoiseSchedule, broadcast
 
 
@@ -68,10 +68,12 @@ def guided_denoiser(
     null_class: int,
     w: float,
     interval: tuple[float, float] | None = None,
+    self_condition: SelfCondition | None = None,
 ) -> Denoiser:
     """``denoise(x_t, t) -> (eps, x0)`` with guidance weight w for class ``labels`` [N], applied
-    only at noise levels sigma_t in ``interval`` = (sigma_lo, sigma_hi] when one is given."""
-    conditional = as_denoiser(net, schedule, kind, labels)
+    only at noise levels sigma_t in ``interval`` = (sigma_lo, sigma_hi] when one is given. A
+    self-conditioned network's two halves are both fed the previous step's guided x0."""
+    conditional = as_denoiser(net, schedule, kind, labels, self_condition)
     interval = check_interval(interval)
     if w == 0:
         if interval is not None:
@@ -87,9 +89,13 @@ def guided_denoiser(
             weight = weight * ((sigma > interval[0]) & (sigma <= interval[1]))
             if not weight.any():  # outside the interval: the conditional model, half the work
                 return conditional(x_t, t)
-        both = net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, null]).to(x_t.device))
+        extra = {} if self_condition is None else self_condition.inputs(x_t, copies=2)
+        both = net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, null]).to(x_t.device), **extra)
         cond, uncond = both.to(x_t.dtype).chunk(2)
         weight = broadcast(weight, cond)  # to cond's device and dtype
-        return to_eps_x0(kind, cond + weight * (cond - uncond), x_t, schedule.alpha_bar_at(t))  # = (1 + w) c - w u
+        eps, x0 = to_eps_x0(kind, cond + weight * (cond - uncond), x_t, schedule.alpha_bar_at(t))  # = (1 + w) c - w u
+        if self_condition is not None:
+            self_condition.remember(x0)
+        return eps, x0
 
     return denoise

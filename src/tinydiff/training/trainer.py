@@ -65,6 +65,8 @@ class TrainConfig:
     # (objectives.diffusion_loss), so that the samplers' clip gives MNIST's exact background: 80 %
     # of the pixels at 0 against 67 %, FID 7.06 against 7.74 in the 60-minute run (docs/RESULTS.md).
     clip_aware_loss: bool = True
+    # Self-conditioning (objectives.py; Chen et al. 2022): the U-Net also sees its previous x0 estimate.
+    self_condition: bool = False
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     accumulate: int = 1
@@ -133,6 +135,7 @@ def _validate(config: TrainConfig) -> None:
         (config.lr_schedule in LR_SCHEDULES, f"--lr-schedule must be {' or '.join(LR_SCHEDULES)}"),
         (config.ckpt_every > 0, "--ckpt-every must be positive"),
         (0.0 <= config.p_uncond < 1.0, "--p-uncond must be in [0, 1)"),
+        (not config.self_condition or config.net == "unet", "--self-condition needs --net unet"),
         (config.minutes is None or config.minutes > 0, "--minutes must be positive"),
         (  # a multiple of 4: the U-Net's attention splits every level's width into 4 heads
             config.channels is None or (config.channels > 0 and config.channels % 4 == 0),
@@ -215,6 +218,7 @@ class Trainer:
                 channels=config.channels if config.net == "unet" else None,
                 channel_mults=config.channel_mults if config.net == "unet" else None,
                 num_classes=data.num_classes if config.conditional else None,
+                self_condition=True if config.self_condition else None,
             ),
             "schedule": {"name": config.schedule, "timesteps": config.timesteps},
             "prediction": config.prediction,
@@ -308,6 +312,8 @@ class Trainer:
         labels = None
         if config.conditional:  # the null class is index num_classes
             labels = drop_labels(self.data.labels[index], config.p_uncond, self.data.num_classes, self.generator)
+        # self-conditioning on half of the batches (Chen et al. 2022, Alg. 1); no draw without it
+        self_condition = config.self_condition and bool(torch.rand((), generator=self.generator) < 0.5)
         self.optimizer.zero_grad(set_to_none=True)
         all_losses = []
         # This process's shard of the global batch (all of it on one process), in micro-batches.
@@ -330,6 +336,7 @@ class Trainer:
                     config.weighting,
                     None if labels is None else labels[part].to(self.device),
                     config.clip_aware_loss,
+                    self_condition,
                 )
                 # the mean over the global batch, once DDP has averaged over the world_size ranks
                 (losses.mean() / (config.accumulate)).backward()
