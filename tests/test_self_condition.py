@@ -98,7 +98,7 @@ def test_training_with_self_condition_records_it_resumes_and_loads(tmp_path, mon
     np.savez(npz, x=digit_like_images(48), y=np.arange(48) % 10)
     seen = []
     real = trainer.diffusion_loss
-    monkeypatch.setattr(trainer, "diffusion_loss", lambda *a, **kw: seen.append(a[-1]) or real(*a, **kw))
+    monkeypatch.setattr(trainer, "diffusion_loss", lambda *a, **kw: seen.append(kw["self_condition"]) or real(*a, **kw))
     base = dict(data=str(npz), batch_size=8, ckpt_every=10, sample_grid=0, lr_schedule="constant", conditional=True)
     Trainer(TrainConfig(out=str(tmp_path / "plain"), steps=4, **base)).run(progress=False)
     assert seen == [False] * 4  # no self-conditioning, and no coin drawn for it (the runs before it are unchanged)

@@ -54,7 +54,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(npz, tmp_path, sa
 def test_clip_aware_loss_is_trained_recorded_and_fixed_on_resume(npz, tmp_path, monkeypatch):
     seen = []
     real = trainer.diffusion_loss
-    monkeypatch.setattr(trainer, "diffusion_loss", lambda *a, **kw: seen.append(a[-1]) or real(*a, **kw))
+    monkeypatch.setattr(trainer, "diffusion_loss", lambda *a, **kw: seen.append(kw["clip_aware"]) or real(*a, **kw))
     Trainer(_config(npz, tmp_path / "a", steps=3)).run(progress=False)  # the default
     Trainer(_config(npz, tmp_path / "b", steps=3, clip_aware_loss=False)).run(progress=False)
     assert seen == [True] * 3 + [False] * 3

@@ -337,8 +337,8 @@ class Trainer:
                     config.prediction,
                     config.weighting,
                     None if labels is None else labels[part].to(self.device),
-                    config.clip_aware_loss,
-                    self_condition,
+                    clip_aware=config.clip_aware_loss,
+                    self_condition=self_condition,
                 )
                 # the mean over the global batch, once DDP has averaged over the world_size ranks
                 (losses.mean() / (config.accumulate)).backward()
