@@ -1,10 +1,11 @@
-"""Shared test helpers: the exact denoiser for Gaussian data, small image files."""
+"""Shared test helpers: the exact denoiser for Gaussian data, small image files, a small random U-Net."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from tinydiff.nets import UNet
 from tinydiff.schedule import NoiseSchedule, broadcast
 
 
@@ -33,3 +34,13 @@ def digit_like_images(n: int = 64, size: int = 8, seed: int = 0) -> np.ndarray:
         x[i, 0, r : r + 2, 1:-1] = 255
         x[i, 0, :, rng.integers(0, size)] = 200
     return x
+
+
+def random_unet(**kw) -> UNet:
+    """A small U-Net (8 channels, 2 levels) in eval mode with every weight drawn from N(0, 0.05^2), seed 0:
+    a fresh one's zero-initialised output layer would make every prediction 0."""
+    torch.manual_seed(0)
+    net = UNet(1, channels=8, channel_mults=(1, 2), **kw).eval()
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    return net

@@ -3,12 +3,11 @@
 import numpy as np
 import pytest
 import torch
-from helpers import digit_like_images
+from helpers import digit_like_images, random_unet
 
 from tinydiff import load, sample
 from tinydiff.cli import main
 from tinydiff.errors import TinydiffError
-from tinydiff.nets import UNet
 from tinydiff.objectives import as_denoiser, drop_labels, to_eps_x0
 from tinydiff.samplers.guidance import check_labels, guided_denoiser
 from tinydiff.schedule import NoiseSchedule
@@ -17,10 +16,7 @@ from tinydiff.training import TrainConfig, Trainer
 
 @pytest.fixture(scope="module")
 def net():
-    torch.manual_seed(0)
-    unet = UNet(1, channels=8, channel_mults=(1, 2), num_classes=10).eval()
-    for p in unet.parameters():  # the zero-initialised output would make every prediction 0
-        torch.nn.init.normal_(p, std=0.05)
+    unet = random_unet(num_classes=10)
     torch.nn.init.normal_(unet.label.weight, std=2.0)  # classes that make a visible difference
     return unet
 

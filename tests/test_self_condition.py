@@ -5,35 +5,26 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import digit_like_images
+from helpers import digit_like_images, random_unet
 
 from tinydiff import load, sample
 from tinydiff.cli import main
 from tinydiff.errors import TinydiffError
 from tinydiff.model import DiffusionModel
-from tinydiff.nets import UNet
 from tinydiff.objectives import PREDICTIONS, diffusion_loss, to_eps_x0
 from tinydiff.schedule import NoiseSchedule
 from tinydiff.training import TrainConfig, Trainer, trainer
 
 
-def _random_unet(**kw):
-    torch.manual_seed(0)
-    net = UNet(1, channels=8, channel_mults=(1, 2), **kw).eval()
-    for p in net.parameters():  # the zero-initialised output would make every prediction 0
-        torch.nn.init.normal_(p, std=0.05)
-    return net
-
-
 def test_the_unet_reads_x_self_as_more_input_channels():
-    net = _random_unet(self_condition=True)
+    net = random_unet(self_condition=True)
     assert net.stem.in_channels == 2
     x, t = torch.randn(3, 1, 12, 12), torch.tensor([5, 500, 900])
     with torch.no_grad():
         torch.testing.assert_close(net(x, t), net(x, t, x_self=torch.zeros_like(x)), rtol=0, atol=0)
         assert (net(x, t, x_self=torch.rand_like(x)) - net(x, t)).abs().max() > 1e-3
     with pytest.raises(ValueError, match="self_condition=True"):
-        _random_unet()(x, t, x_self=x)
+        random_unet()(x, t, x_self=x)
 
 
 class Recording:
@@ -74,7 +65,7 @@ def test_the_loss_feeds_a_gradient_free_first_estimate_to_the_second_pass(kind):
 
 @pytest.mark.parametrize("guidance", [0.0, 2.0])
 def test_each_sampler_step_feeds_the_x0_of_the_step_before(guidance):
-    net = _random_unet(self_condition=True, num_classes=10)
+    net = random_unet(self_condition=True, num_classes=10)
     fed = []
     net.register_forward_pre_hook(lambda module, args, kwargs: fed.append(kwargs["x_self"].clone()), with_kwargs=True)
     config = {"net": {"image_shape": [1, 12, 12], "num_classes": 10, "self_condition": True}}
