@@ -93,3 +93,24 @@ def test_trajectory_values():
     lam = s.snr(tau).log() / 2
     step = (s.snr(0).log() / 2 - s.snr(999).log() / 2) / 10
     assert tau[0] == 999 and torch.allclose(lam.diff(), step.expand(9), rtol=0.05)
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("k", [0.5, 5.2])
+def test_snr_scale_multiplies_the_snr_of_every_timestep(name, k):
+    base, scaled = NoiseSchedule.create(name, 1000), NoiseSchedule.create(name, 1000, snr_scale=k)
+    assert scaled.name == name
+    # every step but the cosine schedule's last, whose beta is clipped at 0.999 in both
+    last = 999 if name == "cosine" else 1000
+    ratio = scaled.snr(torch.arange(last)) / base.snr(torch.arange(last))
+    torch.testing.assert_close(ratio, torch.full_like(ratio, k), rtol=1e-9, atol=0)
+    assert (scaled.betas > 0).all() and (scaled.betas <= 0.999).all()
+    # more SNR is less noise: simple diffusion's shift moves every t towards the data
+    assert ((scaled.alpha_bar[:last] > base.alpha_bar[:last]) == (k > 1)).all()
+    assert scaled.alpha_bar[-1].item() < 1e-3  # x_T stays (nearly) pure noise
+    assert torch.equal(NoiseSchedule.create(name, 1000, snr_scale=1.0).betas, base.betas)
+
+
+def test_snr_scale_must_be_positive():
+    with pytest.raises(ValueError, match="snr_scale must be positive"):
+        NoiseSchedule.create("cosine", 100, snr_scale=0.0)

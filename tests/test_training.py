@@ -14,6 +14,7 @@ from helpers import digit_like_images
 from tinydiff import load
 from tinydiff.cli import main
 from tinydiff.errors import TinydiffError
+from tinydiff.schedule import NoiseSchedule
 from tinydiff.training import TrainConfig, Trainer, trainer
 from tinydiff.training.checkpoint import list_checkpoints
 from tinydiff.training.ema import EMA
@@ -115,6 +116,25 @@ def test_subset_and_other_objectives_train(npz, tmp_path):
         ).run(progress=False)
         model = load(out)
         assert model.prediction == kind and model.config["data"]["size"] == 20
+
+
+def test_snr_scale_trains_on_the_scaled_schedule_and_the_model_samples_on_it(npz, tmp_path):
+    main(["train", "--data", npz, "--out", str(tmp_path / "k"), "--steps", "2", "--batch-size", "8",
+          "--schedule", "cosine", "--snr-scale", "5.2", "--sample-grid", "0", "--no-progress"])  # fmt: skip
+    model = load(tmp_path / "k")
+    assert model.config["schedule"] == {"name": "cosine", "timesteps": 1000, "snr_scale": 5.2}
+    base = NoiseSchedule.create("cosine", 1000)
+    torch.testing.assert_close(model.schedule.snr(500) / base.snr(500), torch.tensor(5.2, dtype=torch.float64))
+    with pytest.raises(TinydiffError, match="snr_scale"):
+        Trainer(_config(npz, tmp_path / "k", steps=4), resume=True)
+    with pytest.raises(TinydiffError, match="--snr-scale must be positive"):
+        Trainer(_config(npz, tmp_path / "bad", snr_scale=-1.0))
+    # a checkpoint written before the option existed used the schedule as published
+    config = tmp_path / "k" / "ckpt-0000002" / "config.json"
+    saved = json.loads(config.read_text())
+    del saved["schedule"]["snr_scale"], saved["train"]["snr_scale"]
+    config.write_text(json.dumps(saved))
+    assert torch.equal(load(tmp_path / "k").schedule.alpha_bar, base.alpha_bar)
 
 
 def test_channels_sets_the_unet_width_and_is_checked(npz, tmp_path):
@@ -264,7 +284,6 @@ def _unet_with_live_output():
 def _gradients(model, net, bf16):
     """The gradient of every parameter of ``net`` after one loss evaluated through ``model``."""
     from tinydiff.objectives import diffusion_loss
-    from tinydiff.schedule import NoiseSchedule
 
     g = torch.Generator().manual_seed(0)
     x0 = torch.rand(16, 1, 28, 28, generator=g) * 2 - 1

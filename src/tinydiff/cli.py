@@ -58,6 +58,13 @@ def _train_parser(sub, common) -> None:
     p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
     p.add_argument("--schedule", default=DEFAULTS.schedule, choices=SCHEDULES, help="noise schedule")
     p.add_argument("--timesteps", type=int, default=DEFAULTS.timesteps, help="T")
+    p.add_argument(
+        "--snr-scale",
+        type=float,
+        default=DEFAULTS.snr_scale,
+        help="multiply the schedule's SNR at every timestep by this (> 1: less noise at every t; 5.2: simple "
+        "diffusion's shift for 28x28)",
+    )
     p.add_argument("--prediction", default=DEFAULTS.prediction, choices=PREDICTIONS)
     p.add_argument("--weighting", default=DEFAULTS.weighting, choices=WEIGHTINGS)
     p.add_argument(

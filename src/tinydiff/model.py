@@ -106,7 +106,9 @@ def load(path: str | Path | None = None, *, ema: bool = True, device: str | torc
     config = read_config(ckpt, ("config.json", weights))
     try:
         net = build_net(config["net"])
-        schedule = NoiseSchedule.create(config["schedule"]["name"], config["schedule"]["timesteps"])
+        schedule = NoiseSchedule.create(
+            config["schedule"]["name"], config["schedule"]["timesteps"], config["schedule"].get("snr_scale", 1.0)
+        )
         prediction = config["prediction"]
     except (KeyError, TypeError, ValueError) as err:
         raise TinydiffError(f"checkpoint {ckpt}: config.json does not describe a model ({err})") from None

@@ -39,6 +39,17 @@ def cosine_betas(num_timesteps: int = 1000, s: float = 0.008, max_beta: float = 
     return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
 
 
+def scale_snr(betas: torch.Tensor, k: float, max_beta: float = 0.999) -> torch.Tensor:
+    """The betas whose alpha_bar has k times the SNR of ``betas``' at every timestep: log SNR shifted by
+    log k. Hoogeboom et al. 2023 ("simple diffusion", Sec. 3.1) shift the cosine schedule, made for
+    64x64 images, by 2 log(64 / d) for d x d images: less noise at every t for smaller ones (k = 5.2
+    for 28x28). SNR' = k SNR gives alpha_bar' = k alpha_bar / (1 + (k - 1) alpha_bar); the betas are
+    read back from its ratios and clipped at ``max_beta`` as in ``cosine_betas``."""
+    alpha_bar = torch.cumprod(1 - betas, dim=0)
+    scaled = torch.cat([torch.ones(1, dtype=torch.float64), k * alpha_bar / (1 + (k - 1) * alpha_bar)])
+    return (1 - scaled[1:] / scaled[:-1]).clamp(max=max_beta)
+
+
 @dataclass(frozen=True, eq=False)
 class NoiseSchedule:
     """Discrete forward process q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I).
@@ -60,12 +71,14 @@ class NoiseSchedule:
         object.__setattr__(self, "alpha_bar", torch.cumprod(1 - betas, dim=0))
 
     @classmethod
-    def create(cls, name: str = "linear", num_timesteps: int = 1000) -> NoiseSchedule:
-        if name == "linear":
-            return cls(linear_betas(num_timesteps), name)
-        if name == "cosine":
-            return cls(cosine_betas(num_timesteps), name)
-        raise ValueError(f"unknown schedule {name!r}; choose from {', '.join(SCHEDULES)}")
+    def create(cls, name: str = "linear", num_timesteps: int = 1000, snr_scale: float = 1.0) -> NoiseSchedule:
+        """A named schedule; snr_scale != 1 multiplies its SNR at every timestep (``scale_snr``)."""
+        if name not in SCHEDULES:
+            raise ValueError(f"unknown schedule {name!r}; choose from {', '.join(SCHEDULES)}")
+        if not snr_scale > 0:
+            raise ValueError(f"snr_scale must be positive, got {snr_scale}")
+        betas = linear_betas(num_timesteps) if name == "linear" else cosine_betas(num_timesteps)
+        return cls(betas if snr_scale == 1 else scale_snr(betas, snr_scale), name)
 
     @property
     def num_timesteps(self) -> int:
