@@ -125,6 +125,9 @@ def test_snr_scale_trains_on_the_scaled_schedule_and_the_model_samples_on_it(npz
     assert model.config["schedule"] == {"name": "cosine", "timesteps": 1000, "snr_scale": 5.2}
     base = NoiseSchedule.create("cosine", 1000)
     torch.testing.assert_close(model.schedule.snr(500) / base.snr(500), torch.tensor(5.2, dtype=torch.float64))
+    # the run trained on that schedule too (its loss draws x_t from Trainer.schedule)
+    run = Trainer(_config(npz, tmp_path / "t", snr_scale=5.2))
+    assert torch.equal(run.schedule.alpha_bar, model.schedule.alpha_bar)
     with pytest.raises(TinydiffError, match="snr_scale"):
         Trainer(_config(npz, tmp_path / "k", steps=4), resume=True)
     with pytest.raises(TinydiffError, match="--snr-scale must be positive"):

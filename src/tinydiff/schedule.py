@@ -40,8 +40,8 @@ def cosine_betas(num_timesteps: int = 1000, s: float = 0.008, max_beta: float = 
 
 
 def scale_snr(betas: torch.Tensor, k: float, max_beta: float = 0.999) -> torch.Tensor:
-    """The betas whose alpha_bar has k times the SNR of ``betas``' at every timestep: log SNR shifted by
-    log k. Hoogeboom et al. 2023 ("simple diffusion", Sec. 3.1) shift the cosine schedule, made for
+    """Betas whose SNR is k times that of ``betas`` at every timestep (log SNR shifted by log k).
+    Hoogeboom et al. 2023 ("simple diffusion", Sec. 3.1) shift the cosine schedule, made for
     64x64 images, by 2 log(64 / d) for d x d images: less noise at every t for smaller ones (k = 5.2
     for 28x28). SNR' = k SNR gives alpha_bar' = k alpha_bar / (1 + (k - 1) alpha_bar); the betas are
     read back from its ratios and clipped at ``max_beta`` as in ``cosine_betas``."""
