@@ -3,9 +3,9 @@
 Each row samples n images with the same x_T, noise and labels (``--seed``, labels in the training
 data's class proportions, as ``tinydiff eval --class data``) and reports their ink (mean pixel, of
 255; pixels above 128, at 0, and strictly between 0 and 128) and, with ``--fid``, FID against n
-MNIST training images (no floor). A row is ``ETA`` followed by any of these modifiers:
+images of the model's training data (no floor). A row is ``ETA`` followed by any of these modifiers:
 
-    ETA             eta at every step: exactly ``tinydiff eval --sampler dpm++2m --eta ETA``
+    ETA             eta at every step: ``tinydiff eval --sampler dpm++2m --eta ETA`` (to float rounding)
     @LO,HI          eta only at steps whose sigma_t = sqrt((1 - a) / a) lies in (LO, HI], 0 elsewhere
     /S              the fresh noise multiplied by S (Karras et al. 2022's S_noise)
     :exact          the second-order term integrated exactly for x0 linear in lambda over the SDE step
@@ -13,8 +13,8 @@ MNIST training images (no floor). A row is ``ETA`` followed by any of these modi
     ~L              epsilon scaling (Ning et al. 2024): the network's eps divided by L before x0 is formed
     *K              a diagnostic, not a sampler: the finished images' pixel values multiplied by K
 
-    python benchmarks/sampler_variants.py --fid 3 3:exact 3@0,1 5:exact 3/1.03 3~1.005 3~0.995 3*1.06 \\
-        --json benchmarks/results/sampler_variants.json
+    python benchmarks/sampler_variants.py 3 0 3@1,1e9 3@0,1 3/1.03 3/1.01 3:exact 5:exact 3~1.005 3~0.995  # ink only
+    python benchmarks/sampler_variants.py --fid 3 3:exact 3@0,1 5:exact 3/1.03 3~1.005 3~0.995     # and FID
 
 The solver is swapped by patching ``tinydiff.samplers.SAMPLERS["dpm++2m"]`` inside this process: a probe,
 not a sampler option (no variant measured here beat the plain step; docs/RESULTS.md).
