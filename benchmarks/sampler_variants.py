@@ -129,10 +129,11 @@ def main(argv=None) -> None:
         result = {"row": row, "steps": args.steps, "seed": args.seed, "n": args.n, "sample_s": round(seconds, 1)}
         with tempfile.TemporaryDirectory() as tmp:
             path = save_npz(images, Path(tmp) / "samples.npz", labels)
+            saved = dict(np.load(path))
             if m["k"]:  # the diagnostic: scale the saved 8-bit pixel values
-                saved = np.load(path)
-                np.savez(path, x=np.clip(np.round(saved["x"] * float(m["k"])), 0, 255).astype(np.uint8), y=saved["y"])
-            result.update(ink(np.load(path)["x"]))
+                saved["x"] = np.clip(np.round(saved["x"] * float(m["k"])), 0, 255).astype(np.uint8)
+                np.savez(path, **saved)
+            result.update(ink(saved["x"]))
             if args.fid:
                 result["fid"] = score(str(path), reference, args.n, ["fid"], extractor, False)["fid"]
         results.append(result)
