@@ -29,6 +29,7 @@ def held_out_loss(ckpt: str, x0: torch.Tensor, labels: torch.Tensor, noises: lis
     clip_aware = train.get("clip_aware_loss", False)
     objective = dict(kind=model.prediction, weighting=train["weighting"], clip_aware=clip_aware)
     objective["self_condition"] = train.get("self_condition", False)
+    objective["gamma"] = train.get("snr_gamma", 5.0)
     losses = []
     with torch.inference_mode():
         for t, noise in zip(TIMESTEPS, noises):

@@ -34,8 +34,26 @@ def test_min_snr_weights_equal_the_x0_space_weight():
     torch.testing.assert_close(loss_weight("v", snr, "min-snr") * (snr + 1), expected_x0_weight)
     torch.testing.assert_close(loss_weight("x0", snr, "min-snr"), expected_x0_weight)
     assert torch.equal(loss_weight("eps", snr, "none"), torch.ones(4, dtype=torch.float64))
+    # min-snr-plus-one: x0 weight min(SNR, 5) + 1, i.e. the plain v-MSE up to SNR 5, then truncated
+    plus_one = loss_weight("v", snr, "min-snr-plus-one")
+    torch.testing.assert_close(plus_one, torch.tensor([1.0, 1.0, 1.0, 6.0 / 101.0], dtype=torch.float64))
+    torch.testing.assert_close(loss_weight("eps", snr, "min-snr-plus-one") * snr, expected_x0_weight + 1)
     with pytest.raises(ValueError, match="weighting"):
         loss_weight("eps", snr, "p2")
+
+
+def test_snr_gamma_is_the_cap_of_the_loss_weight():
+    s = NoiseSchedule.create("cosine")
+    x0 = torch.rand(6, 1, 4, 4) * 2 - 1
+    noise = torch.randn_like(x0)
+    t = torch.tensor([10, 50, 150, 300, 600, 900])  # SNR from 1,000 down to 0.02
+    zero = lambda x_t, t_: torch.zeros_like(x_t)  # noqa: E731
+    ratio = diffusion_loss(zero, s, x0, t, noise, "v", "min-snr", gamma=20.0) / diffusion_loss(
+        zero, s, x0, t, noise, "v", "min-snr"
+    )
+    snr = s.snr(t)
+    torch.testing.assert_close(ratio, (snr.clamp(max=20.0) / snr.clamp(max=5.0)).float())
+    assert ratio[0] == pytest.approx(4.0) and (ratio[snr <= 5] == 1).all() and (snr <= 5).sum() >= 2
 
 
 @pytest.mark.parametrize("kind", PREDICTIONS)

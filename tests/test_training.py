@@ -132,6 +132,8 @@ def test_snr_scale_trains_on_the_scaled_schedule_and_the_model_samples_on_it(npz
         Trainer(_config(npz, tmp_path / "k", steps=4), resume=True)
     with pytest.raises(TinydiffError, match="--snr-scale must be positive"):
         Trainer(_config(npz, tmp_path / "bad", snr_scale=-1.0))
+    with pytest.raises(TinydiffError, match="--snr-gamma must be positive"):
+        Trainer(_config(npz, tmp_path / "bad", snr_gamma=0.0))
     # a checkpoint written before the option existed used the schedule as published
     config = tmp_path / "k" / "ckpt-0000002" / "config.json"
     saved = json.loads(config.read_text())

@@ -68,6 +68,9 @@ def _train_parser(sub, common) -> None:
     p.add_argument("--prediction", default=DEFAULTS.prediction, choices=PREDICTIONS)
     p.add_argument("--weighting", default=DEFAULTS.weighting, choices=WEIGHTINGS)
     p.add_argument(
+        "--snr-gamma", type=float, default=DEFAULTS.snr_gamma, help="min-SNR's cap: x0 loss weight min(SNR, gamma)"
+    )
+    p.add_argument(
         "--timestep-sampling",
         default=DEFAULTS.timestep_sampling,
         choices=TIMESTEP_SAMPLINGS,

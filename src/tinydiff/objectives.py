@@ -23,7 +23,7 @@ import torch
 from .schedule import NoiseSchedule, broadcast
 
 PREDICTIONS = ("eps", "x0", "v")
-WEIGHTINGS = ("none", "min-snr")
+WEIGHTINGS = ("none", "min-snr", "min-snr-plus-one")
 TIMESTEP_SAMPLINGS = ("uniform", "stratified")
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -103,12 +103,17 @@ def loss_weight(kind: str, snr: torch.Tensor, weighting: str = "none", gamma: fl
 
     min-snr (Hang et al. 2023): weight the x0-space loss by min(SNR, gamma). Expressed for
     each target: eps-MSE = SNR * x0-MSE and v-MSE = (SNR + 1) * x0-MSE, hence the divisions.
+
+    min-snr-plus-one: weight it by min(SNR, gamma) + 1 = min(SNR + 1, gamma + 1) instead, the
+    plain v-MSE's SNR + 1 truncated like min-SNR. Where SNR <= gamma it is the plain v-MSE; min-snr
+    gives the x0 error at high noise a weight of SNR (0.02 at the cosine schedule's t = 900), this
+    one at least 1.
     """
     if weighting == "none":
         return torch.ones_like(snr)
-    if weighting != "min-snr":
+    if weighting not in ("min-snr", "min-snr-plus-one"):
         raise ValueError(f"unknown weighting {weighting!r}; choose from {', '.join(WEIGHTINGS)}")
-    clipped = snr.clamp(max=gamma)
+    clipped = snr.clamp(max=gamma) + float(weighting == "min-snr-plus-one")
     return {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[kind]
 
 
@@ -123,6 +128,7 @@ def diffusion_loss(
     y: torch.Tensor | None = None,
     clip_aware: bool = False,
     self_condition: bool = False,
+    gamma: float = 5.0,
 ) -> torch.Tensor:
     """Per-sample loss [N]: weighted || target - net(x_t, t) ||^2, averaged over pixels.
 
@@ -154,7 +160,7 @@ def diffusion_loss(
         beyond = ((x0 <= -1) & (x0_pred < -1)) | ((x0 >= 1) & (x0_pred > 1))
         error = error.masked_fill(beyond, 0.0)
     mse = error.pow(2).flatten(1).mean(1)
-    weight = loss_weight(kind, schedule.snr(t), weighting).to(mse)
+    weight = loss_weight(kind, schedule.snr(t), weighting, gamma).to(mse)
     return weight * mse
 
 

@@ -125,7 +125,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 # What a checkpoint written before a training field existed was trained with.
-LEGACY_VALUES = {"clip_aware_loss": False, "self_condition": False, "snr_scale": 1.0}
+LEGACY_VALUES = {"clip_aware_loss": False, "self_condition": False, "snr_scale": 1.0, "snr_gamma": 5.0}
 
 
 def read_config(ckpt: Path, needed=FILES) -> dict:

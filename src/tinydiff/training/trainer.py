@@ -64,6 +64,7 @@ class TrainConfig:
     # prediction="eps", weighting="none" is DDPM's L_simple.
     prediction: str = "v"
     weighting: str = "min-snr"
+    snr_gamma: float = 5.0  # min-SNR's cap gamma (Hang et al. 2023 use 5)
     timestep_sampling: str = "uniform"  # or "stratified" (low-discrepancy, objectives.sample_timesteps)
     # No loss where the predicted x0 passes the bound of [-1, 1] that its target pixel sits on
     # (objectives.diffusion_loss), so that the samplers' clip gives MNIST's exact background: 80 %
@@ -133,6 +134,7 @@ def _validate(config: TrainConfig) -> None:
         ),
         (config.lr > 0, "--lr must be positive"),
         (config.snr_scale > 0, "--snr-scale must be positive"),
+        (config.snr_gamma > 0, "--snr-gamma must be positive"),
         (config.prediction in PREDICTIONS, f"--prediction must be one of {', '.join(PREDICTIONS)}"),
         (config.weighting in WEIGHTINGS, f"--weighting must be one of {', '.join(WEIGHTINGS)}"),
         (
@@ -344,6 +346,7 @@ class Trainer:
                     None if labels is None else labels[part].to(self.device),
                     clip_aware=config.clip_aware_loss,
                     self_condition=self_condition,
+                    gamma=config.snr_gamma,
                 )
                 # the mean over the global batch, once DDP has averaged over the world_size ranks
                 (losses.mean() / (config.accumulate)).backward()
