@@ -26,10 +26,9 @@ def held_out_loss(ckpt: str, x0: torch.Tensor, labels: torch.Tensor, noises: lis
     model = load(ckpt)
     # NCHW, the layout the trainer computes this loss in (load() gives channels_last, for sampling)
     net, train = model.net.to(memory_format=torch.contiguous_format), model.config["train"]
-    clip_aware = train.get("clip_aware_loss", False)
-    objective = dict(kind=model.prediction, weighting=train["weighting"], clip_aware=clip_aware)
-    objective["self_condition"] = train.get("self_condition", False)
-    objective["gamma"] = train.get("snr_gamma", 5.0)
+    # load() reads the config through checkpoint.read_config, which fills in LEGACY_VALUES for older checkpoints
+    objective = dict(kind=model.prediction, weighting=train["weighting"], clip_aware=train["clip_aware_loss"])
+    objective["self_condition"], objective["gamma"] = train["self_condition"], train["snr_gamma"]
     losses = []
     with torch.inference_mode():
         for t, noise in zip(TIMESTEPS, noises):

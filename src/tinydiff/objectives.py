@@ -111,7 +111,7 @@ def loss_weight(kind: str, snr: torch.Tensor, weighting: str = "none", gamma: fl
     """
     if weighting == "none":
         return torch.ones_like(snr)
-    if weighting not in ("min-snr", "min-snr-plus-one"):
+    if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown weighting {weighting!r}; choose from {', '.join(WEIGHTINGS)}")
     clipped = snr.clamp(max=gamma) + float(weighting == "min-snr-plus-one")
     return {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[kind]
