@@ -64,8 +64,9 @@ class TrainConfig:
     # prediction="eps", weighting="none" is DDPM's L_simple.
     prediction: str = "v"
     weighting: str = "min-snr"
-    # min-SNR's cap gamma (Hang et al. 2023 use 5). 20, 50 and 200 scored better in one 60-minute run each (docs/RESULTS.md,
-    # "Loss weighting across noise levels"); kept at 5 until the best one's other budgets and a second seed are measured.
+    # min-SNR's cap gamma (Hang et al. 2023 use 5). 20, 50 and 200 scored better in one 60-minute run each
+    # (docs/RESULTS.md, "Loss weighting across noise levels"); kept at 5 until the best one's other budgets and a
+    # second seed are measured.
     snr_gamma: float = 5.0
     timestep_sampling: str = "uniform"  # or "stratified" (low-discrepancy, objectives.sample_timesteps)
     # No loss where the predicted x0 passes the bound of [-1, 1] that its target pixel sits on
