@@ -27,8 +27,13 @@ def held_out_loss(ckpt: str, x0: torch.Tensor, labels: torch.Tensor, noises: lis
     # NCHW, the layout the trainer computes this loss in (load() gives channels_last, for sampling)
     net, train = model.net.to(memory_format=torch.contiguous_format), model.config["train"]
     # load() reads the config through checkpoint.read_config, which fills in LEGACY_VALUES for older checkpoints
-    objective = dict(kind=model.prediction, weighting=train["weighting"], clip_aware=train["clip_aware_loss"])
-    objective["self_condition"], objective["gamma"] = train["self_condition"], train["snr_gamma"]
+    objective = dict(
+        kind=model.prediction,
+        weighting=train["weighting"],
+        clip_aware=train["clip_aware_loss"],
+        self_condition=train["self_condition"],
+        gamma=train["snr_gamma"],
+    )
     losses = []
     with torch.inference_mode():
         for t, noise in zip(TIMESTEPS, noises):

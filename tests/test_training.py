@@ -39,6 +39,13 @@ def _weights(run):
     return [t.clone() for t in load(run, ema=False).net.state_dict().values()]
 
 
+def _loss_argument(monkeypatch, name):
+    """The value of diffusion_loss's keyword `name` at every call the trainer makes, in order."""
+    seen, real = [], trainer.diffusion_loss
+    monkeypatch.setattr(trainer, "diffusion_loss", lambda *a, **kw: seen.append(kw[name]) or real(*a, **kw))
+    return seen
+
+
 @pytest.mark.parametrize("sampling", ["uniform", "stratified"])
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(npz, tmp_path, sampling):
     Trainer(_config(npz, tmp_path / "full", timestep_sampling=sampling)).run(progress=False)
@@ -53,9 +60,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(npz, tmp_path, sa
 
 
 def test_clip_aware_loss_is_trained_recorded_and_fixed_on_resume(npz, tmp_path, monkeypatch):
-    seen = []
-    real = trainer.diffusion_loss
-    monkeypatch.setattr(trainer, "diffusion_loss", lambda *a, **kw: seen.append(kw["clip_aware"]) or real(*a, **kw))
+    seen = _loss_argument(monkeypatch, "clip_aware")
     Trainer(_config(npz, tmp_path / "a", steps=3)).run(progress=False)  # the default
     Trainer(_config(npz, tmp_path / "b", steps=3, clip_aware_loss=False)).run(progress=False)
     assert seen == [True] * 3 + [False] * 3
@@ -73,9 +78,7 @@ def test_clip_aware_loss_is_trained_recorded_and_fixed_on_resume(npz, tmp_path, 
 
 
 def test_snr_gamma_reaches_the_loss_and_is_recorded(npz, tmp_path, monkeypatch, capsys):
-    seen = []
-    real = trainer.diffusion_loss
-    monkeypatch.setattr(trainer, "diffusion_loss", lambda *a, **kw: seen.append(kw["gamma"]) or real(*a, **kw))
+    seen = _loss_argument(monkeypatch, "gamma")
     for name, flag in (("g", ["--snr-gamma", "20"]), ("d", [])):  # d: the default cap, 5
         main(["train", "--data", npz, "--out", str(tmp_path / name), "--steps", "3", "--batch-size", "8",
               "--sample-grid", "0", "--no-progress", *flag])  # fmt: skip
