@@ -79,11 +79,11 @@ def test_clip_aware_loss_is_trained_recorded_and_fixed_on_resume(npz, tmp_path, 
 
 def test_snr_gamma_reaches_the_loss_and_is_recorded(npz, tmp_path, monkeypatch, capsys):
     seen = _loss_argument(monkeypatch, "gamma")
-    for name, flag in (("g", ["--snr-gamma", "20"]), ("d", [])):  # d: the default cap, 5
+    for name, flag in (("g", ["--snr-gamma", "5"]), ("d", [])):  # d: the default cap, 200
         main(["train", "--data", npz, "--out", str(tmp_path / name), "--steps", "3", "--batch-size", "8",
               "--sample-grid", "0", "--no-progress", *flag])  # fmt: skip
-    assert seen == [20.0] * 3 + [5.0] * 3
-    assert [load(tmp_path / n).config["train"]["snr_gamma"] for n in "gd"] == [20.0, 5.0]
+    assert seen == [5.0] * 3 + [200.0] * 3
+    assert [load(tmp_path / n).config["train"]["snr_gamma"] for n in "gd"] == [5.0, 200.0]
     # 24 timesteps drawn, some with SNR above 5: the cap changed what was learned
     assert not all(torch.equal(x, y) for x, y in zip(_weights(tmp_path / "g"), _weights(tmp_path / "d")))
     assert main(["train", "--data", npz, "--out", str(tmp_path / "d"), "--steps", "6", "--batch-size", "8",
