@@ -11,11 +11,10 @@ import torch
 from torch import nn
 
 from .errors import TinydiffError
-from .nets import build_net
 from .objectives import Denoiser, SelfCondition, as_denoiser, bounded
 from .samplers.guidance import guided_denoiser
 from .schedule import NoiseSchedule
-from .training.checkpoint import load_weights, read_config, resolve_checkpoint, weights_file
+from .training.checkpoint import build_checked, load_weights, read_config, resolve_checkpoint, weights_file
 
 
 @dataclass
@@ -105,7 +104,7 @@ def load(path: str | Path | None = None, *, ema: bool = True, device: str | torc
     weights = weights_file(ema)
     config = read_config(ckpt, ("config.json", weights))
     try:
-        net = build_net(config["net"])
+        net = build_checked(ckpt, weights, config["net"])  # bounded by the weights file: never a runaway size
         schedule = NoiseSchedule.create(
             config["schedule"]["name"], config["schedule"]["timesteps"], config["schedule"].get("snr_scale", 1.0)
         )

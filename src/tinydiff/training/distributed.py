@@ -11,9 +11,14 @@ on the whole batch (tests/test_distributed.py checks this to float tolerance). R
 keeps the EMA and writes logs, checkpoints and sample grids, which therefore resume at any
 world size.
 
-Stopping: if one rank dies, torchrun terminates the others (SIGTERM) and exits non-zero. SIGTERM
-raises SystemExit in each rank so that the process group is torn down; a checkpoint being
-written at that moment is never the one `latest` points to (checkpoint.py writes atomically).
+Stopping: if one rank dies, torchrun terminates the others (SIGTERM) and exits non-zero. A
+SIGTERM or SIGINT (which torchrun passes on to every rank) during training asks the loop to stop:
+the ranks agree after every step on whether any of them was asked (:meth:`Context.largest`), so
+all stop after the same step, rank 0 writes a checkpoint, and each exits 128 + the signal's number
+(trainer.py). Outside the training loop :func:`session` makes SIGTERM raise SystemExit in each
+rank so that the process group is torn down; a checkpoint being written at that moment is never
+the one `latest` points to (checkpoint.py writes atomically). Only rank 0 locks the run directory
+(checkpoint.RunLock); the others learn whether it could (:meth:`Context.largest` again).
 """
 
 from __future__ import annotations
@@ -56,6 +61,24 @@ class Context:
         if device.type == "cuda" and device.index is None and self.enabled:
             device = torch.device("cuda", self.local_rank)  # one GPU per process
         return device
+
+    @property
+    def joined(self) -> bool:
+        """Several processes, joined in a process group (collectives work)."""
+        return self.enabled and dist.is_available() and dist.is_initialized()
+
+    def largest(self, value: int, device: torch.device) -> int:
+        """The largest of every rank's ``value`` (``value`` itself on one process)."""
+        if not self.joined:
+            return value
+        tensor = torch.tensor([value], dtype=torch.int64, device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return int(tensor)
+
+    def barrier(self) -> None:
+        """Wait until every rank gets here (nothing to wait for on one process)."""
+        if self.joined:
+            dist.barrier()
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Concatenate every rank's equally-sized tensor, in rank order (identity on one process)."""

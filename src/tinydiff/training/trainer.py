@@ -6,15 +6,26 @@ function of (seed, epoch); timesteps and noise come from one generator whose sta
 the global RNG (dropout) and the optimizer, is saved in every checkpoint. Resuming from step
 k therefore continues bit-for-bit as the uninterrupted run would (on the same device and
 thread count).
+
+Run safety: every field of the config is checked before anything is built (:func:`_validate`); one
+training at a time writes a run directory (checkpoint.RunLock, held from the constructor to the
+end of :meth:`Trainer.run`); SIGTERM or SIGINT ends the current step, writes a checkpoint and
+exits 143 or 130; ``log.jsonl`` is only appended to, and resuming never needs it to parse.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import math
+import os
+import signal
+import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,15 +34,27 @@ import torch
 from .. import __version__
 from ..data import ImageData, load_dataset
 from ..errors import TinydiffError
-from ..nets import build_net, net_config
+from ..nets import NET_KINDS, build_net, net_config
+from ..nets.unet import PRESETS
 from ..objectives import PREDICTIONS, TIMESTEP_SAMPLINGS, WEIGHTINGS, diffusion_loss, drop_labels, sample_timesteps
-from ..schedule import NoiseSchedule
+from ..schedule import SCHEDULES, NoiseSchedule
 from . import distributed
-from .checkpoint import list_checkpoints, load_trainer_state, load_weights, read_config, save_checkpoint
+from .checkpoint import (
+    MAX_TIMESTEPS,
+    RunLock,
+    list_checkpoints,
+    load_trainer_state,
+    load_weights,
+    read_config,
+    save_checkpoint,
+)
 from .ema import EMA
 
 LOSS_BUCKETS = 10  # loss_t is reported as the mean loss in 10 equal bands of timesteps
 LR_SCHEDULES = ("constant", "cosine", "linear")  # after warm-up: see learning_rate
+LOG_FILE = "log.jsonl"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # finish the step, checkpoint, exit 128 + signal number
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -78,7 +101,7 @@ class TrainConfig:
     # setting (7.44 over three draws) stayed behind the shipped model's (7.19; docs/RESULTS.md): off.
     self_condition: bool = False
     ema_decay: float = 0.999
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # the largest gradient norm (clip_grad_norm_); inf: no clipping
     accumulate: int = 1
     # bfloat16 autocast (1.76x the images/s of fp32 in the isolated step on a 2-core CPU with
     # native bf16; 13 % more steps in a whole 60-minute run, at equal FID) and torch.compile (1.11x;
@@ -102,7 +125,7 @@ class TrainConfig:
     minutes: float | None = None
     ckpt_every: int = 500
     log_every: int = 25
-    keep: int = 2
+    keep: int = 2  # checkpoints kept (the newest); 0: all
     sample_grid: int = 64  # images in the grid written at the end (0: none)
     device: str = "auto"
 
@@ -127,40 +150,115 @@ AMP_WITH_COMPILE = (
 )
 
 
+def _count(low: int, high: float = math.inf) -> Callable[[object], bool]:
+    """An int (not a bool) in [low, high]."""
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def _real(accepts: Callable[[float], bool]) -> Callable[[object], bool]:
+    """A number (not a bool, not NaN) that ``accepts`` takes."""
+    return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and accepts(v)
+
+
+def _one_of(options) -> Callable[[object], bool]:
+    return lambda v: isinstance(v, str) and v in options
+
+
+def _or_none(accepts: Callable[[object], bool]) -> Callable[[object], bool]:
+    return lambda v: v is None or accepts(v)
+
+
+def _flag(v: object) -> bool:
+    return isinstance(v, bool)
+
+
+def _text(v: object) -> bool:
+    return isinstance(v, str) and v != ""
+
+
+def _device(v: object) -> bool:
+    return v == "auto" or (isinstance(v, str) and bool(torch.device(v).type))
+
+
+# Every field of TrainConfig: (field, its command-line option, accepts(value), what is allowed).
+OPTIONS: list[tuple[str, str, Callable[[object], bool], str]] = [
+    ("data", "--data", _text, "a dataset name, an .npz file or an image folder"),
+    ("out", "--out", _text, "a directory"),
+    ("net", "--net", _one_of(NET_KINDS), f"one of {', '.join(NET_KINDS)}"),
+    ("preset", "--preset", _one_of(PRESETS), f"one of {', '.join(PRESETS)}"),
+    ("channels", "--channels", _or_none(lambda v: _count(4)(v) and v % 4 == 0), "a positive multiple of 4"),
+    (
+        "channel_mults",
+        "--channel-mults",
+        _or_none(lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(map(_count(1), v))),
+        "positive integers, one per resolution level (e.g. 1,2,2)",
+    ),
+    ("steps", "--steps", _count(1), "an integer >= 1"),
+    ("batch_size", "--batch-size", _count(1), "an integer >= 1"),
+    ("lr", "--lr", _real(lambda v: 0 < v < math.inf), "positive and finite"),
+    ("warmup", "--warmup", _count(0), "an integer >= 0"),
+    ("lr_schedule", "--lr-schedule", _one_of(LR_SCHEDULES), f"one of {', '.join(LR_SCHEDULES)}"),
+    ("weight_decay", "--weight-decay", _real(lambda v: 0 <= v < math.inf), ">= 0 and finite"),
+    ("schedule", "--schedule", _one_of(SCHEDULES), f"one of {', '.join(SCHEDULES)}"),
+    ("timesteps", "--timesteps", _count(1, MAX_TIMESTEPS), f"an integer in [1, {MAX_TIMESTEPS}]"),
+    ("snr_scale", "--snr-scale", _real(lambda v: 0 < v < math.inf), "positive and finite"),
+    ("prediction", "--prediction", _one_of(PREDICTIONS), f"one of {', '.join(PREDICTIONS)}"),
+    ("weighting", "--weighting", _one_of(WEIGHTINGS), f"one of {', '.join(WEIGHTINGS)}"),
+    ("snr_gamma", "--snr-gamma", _real(lambda v: v > 0), "positive (inf: no cap)"),
+    (
+        "timestep_sampling",
+        "--timestep-sampling",
+        _one_of(TIMESTEP_SAMPLINGS),
+        f"one of {', '.join(TIMESTEP_SAMPLINGS)}",
+    ),
+    ("clip_aware_loss", "--clip-aware-loss", _flag, "True or False"),
+    ("self_condition", "--self-condition", _flag, "True or False"),
+    ("ema_decay", "--ema-decay", _real(lambda v: 0 <= v < 1), "in [0, 1)"),
+    ("grad_clip", "--grad-clip", _real(lambda v: v > 0), "> 0, the largest gradient norm (inf: no clipping)"),
+    ("accumulate", "--accumulate", _count(1), "an integer >= 1"),
+    ("amp", "--amp", _flag, "True or False"),
+    ("compile", "--compile", _flag, "True or False"),
+    ("seed", "--seed", _count(0, MAX_SEED), f"an integer in [0, {MAX_SEED}]"),
+    ("subset", "--subset", _or_none(_count(1)), "an integer >= 1 (None: every image)"),
+    ("hflip", "--hflip", _flag, "True or False"),
+    ("use_time", "--no-time", _flag, "True or False"),
+    ("dropout", "--dropout", _real(lambda v: 0 <= v < 1), "in [0, 1)"),
+    ("conditional", "--conditional", _flag, "True or False"),
+    ("p_uncond", "--p-uncond", _real(lambda v: 0 <= v < 1), "in [0, 1)"),
+    ("minutes", "--minutes", _or_none(_real(lambda v: v > 0)), "positive (None: no budget)"),
+    ("ckpt_every", "--ckpt-every", _count(1), "an integer >= 1"),
+    ("log_every", "--log-every", _count(1), "an integer >= 1"),
+    ("keep", "--keep", _count(0), "an integer >= 0 (0: keep every checkpoint)"),
+    ("sample_grid", "--sample-grid", _count(0), "an integer >= 0 (0: no grid)"),
+    ("device", "--device", _device, "auto, cpu, cuda, cuda:N or another torch device"),
+]
+
+
 def _validate(config: TrainConfig) -> None:
-    checks = [
-        (config.steps > 0, "--steps must be positive"),
-        (config.batch_size > 0, "--batch-size must be positive"),
-        (
-            config.accumulate > 0 and config.batch_size % config.accumulate == 0,
-            "--batch-size must be a multiple of --accumulate",
-        ),
-        (config.lr > 0, "--lr must be positive"),
-        (config.snr_scale > 0, "--snr-scale must be positive"),
-        (config.snr_gamma > 0, "--snr-gamma must be positive"),
-        (config.prediction in PREDICTIONS, f"--prediction must be one of {', '.join(PREDICTIONS)}"),
-        (config.weighting in WEIGHTINGS, f"--weighting must be one of {', '.join(WEIGHTINGS)}"),
-        (
-            config.timestep_sampling in TIMESTEP_SAMPLINGS,
-            f"--timestep-sampling must be one of {', '.join(TIMESTEP_SAMPLINGS)}",
-        ),
-        (config.lr_schedule in LR_SCHEDULES, f"--lr-schedule must be {' or '.join(LR_SCHEDULES)}"),
-        (config.ckpt_every > 0, "--ckpt-every must be positive"),
-        (0.0 <= config.p_uncond < 1.0, "--p-uncond must be in [0, 1)"),
-        (not config.self_condition or config.net == "unet", "--self-condition needs --net unet"),
-        (config.minutes is None or config.minutes > 0, "--minutes must be positive"),
-        (  # a multiple of 4: the U-Net's attention splits every level's width into 4 heads
-            config.channels is None or (config.channels > 0 and config.channels % 4 == 0),
-            "--channels must be a positive multiple of 4",
-        ),
-        (
-            config.channel_mults is None or (len(config.channel_mults) > 0 and min(config.channel_mults) > 0),
-            "--channel-mults must be positive integers, one per resolution level (e.g. 1,2,2)",
-        ),
-    ]
-    for ok, message in checks:
+    """Refuse a config that would fail later or train wrongly, before anything is built: a
+    TinydiffError of one line naming the command-line option and what it allows."""
+    for field, option, accepts, allowed in OPTIONS:
+        value = getattr(config, field)
+        if field == "preset" and config.net != "unet":
+            continue  # only the U-Net has presets
+        try:
+            ok = accepts(value)
+        except (TypeError, ValueError, RuntimeError):  # torch.device("bogus") raises RuntimeError
+            ok = False
         if not ok:
-            raise TinydiffError(message)
+            raise TinydiffError(f"{option} must be {allowed}, got {value!r}")
+    if config.batch_size % config.accumulate:
+        raise TinydiffError(
+            f"--batch-size must be a multiple of --accumulate, got {config.batch_size} and {config.accumulate}"
+        )
+    if config.self_condition and config.net != "unet":
+        raise TinydiffError("--self-condition needs --net unet")
+    try:
+        NoiseSchedule.create(config.schedule, config.timesteps, config.snr_scale)
+    except ValueError as err:
+        raise TinydiffError(
+            f"--timesteps {config.timesteps} gives no valid --schedule {config.schedule} ({err}); use more timesteps"
+        ) from None
 
 
 def learning_rate(config: TrainConfig, step: int, elapsed_s: float = 0.0) -> float:
@@ -193,6 +291,27 @@ def batch_indices(seed: int, step: int, batch_size: int, n: int) -> torch.Tensor
         mask = epochs == epoch
         out[mask] = epoch_order(seed, epoch, n)[positions[mask] % n]
     return out
+
+
+def _ends_torn(handle) -> bool:
+    """Whether a file (opened in binary) does not end with a newline; leaves it at its start."""
+    size = handle.seek(0, os.SEEK_END)
+    torn = False
+    if size:
+        handle.seek(size - 1)
+        torn = handle.read(1) != b"\n"
+    handle.seek(0)
+    return torn
+
+
+def _record_step(line: bytes) -> int | None:
+    """The step of a log.jsonl line; None for a line that is not a record."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) else None
 
 
 class Trainer:
@@ -254,15 +373,40 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed + 1)
         self.step = 0
         self.elapsed_s = 0.0  # training wall time so far, carried across resumes
-        existing = list_checkpoints(self.out)
-        if resume:
-            if not existing:
-                raise TinydiffError(f"--resume: no checkpoint in {self.out}")
-            self._restore(existing[-1])
-        elif existing:
-            raise TinydiffError(
-                f"{self.out} already holds checkpoints; pass --resume to continue or choose another --out"
-            )
+        self._stop_signal = 0  # the signal that asked the run to stop (0: none)
+        if resume and not list_checkpoints(self.out):  # checked before locking: nothing to create
+            raise TinydiffError(f"--resume: no checkpoint in {self.out}")
+        self.lock = RunLock(self.out) if self.dist.is_main else None
+        self._lock()
+        try:  # under the lock: no other training changes what is found here
+            existing = list_checkpoints(self.out)
+            if resume:
+                if not existing:
+                    raise TinydiffError(f"--resume: no checkpoint in {self.out}")
+                self._restore(existing[-1])
+            elif existing:
+                raise TinydiffError(
+                    f"{self.out} already holds checkpoints; pass --resume to continue or choose another --out"
+                )
+        except BaseException:
+            self.close()
+            raise
+
+    def _lock(self) -> None:
+        """Rank 0 takes the run directory's lock (if it does not hold it); every rank fails if it could not."""
+        refused = None
+        if self.lock is not None:
+            try:
+                self.lock.acquire()
+            except TinydiffError as err:
+                refused = err
+        if self.dist.largest(int(refused is not None), self.device):
+            raise refused or TinydiffError(f"{self.out} is in use by another training (rank 0 could not lock it)")
+
+    def close(self) -> None:
+        """Release the run directory (run() does at its end) for another Trainer, here or elsewhere."""
+        if self.lock is not None:
+            self.lock.release()
 
     def _restore(self, ckpt: Path) -> None:
         saved = read_config(ckpt)
@@ -276,21 +420,65 @@ class Trainer:
         if self.ema is not None:
             load_weights(ckpt, "ema.safetensors", self.ema.shadow)
         state = load_trainer_state(ckpt)
+        for moments in state["optimizer"].get("state", {}).values():
+            if any(torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all() for v in moments.values()):
+                raise TinydiffError(
+                    f"{ckpt / 'trainer_state.pt'}: the optimizer state holds NaN or infinite values; "
+                    "resume from an earlier checkpoint"
+                )
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["global_rng"])
         self.step = int(state["step"])
         self.elapsed_s = float(state.get("elapsed_s", 0.0))
         if self.dist.is_main:
-            self._truncate_log(self.step)
+            self._cut_log(self.step)
 
-    def _truncate_log(self, step: int) -> None:
-        """Drop log lines written after the checkpoint we resume from (they will be redone)."""
-        log = self.out / "log.jsonl"
-        if log.exists():
-            lines = [line for line in log.read_text().splitlines() if line.strip()]
-            kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
-            log.write_text("".join(line + "\n" for line in kept))
+    def _cut_log(self, step: int) -> None:
+        """Cut log.jsonl before its first record of a step after ``step`` (the resumed run writes
+        those again) and drop a torn last line (a write cut short by a full disk or a kill), with a
+        warning. The log is never rewritten, only cut at a byte offset (os.truncate needs no disk
+        space), so no record before the cut can be lost. Resuming needs no line to parse: lines
+        that are not JSON records are left where they are."""
+        log = self.out / LOG_FILE
+        if not log.is_file():
+            return
+        with open(log, "rb") as handle:
+            torn = _ends_torn(handle)
+            offset, cut = 0, None
+            for line in handle:
+                if not line.endswith(b"\n"):  # the torn last line
+                    cut = offset
+                    break
+                step_of_line = _record_step(line)
+                if step_of_line is not None and step_of_line > step:
+                    cut = offset
+                    break
+                offset += len(line)
+        if cut is not None:
+            os.truncate(log, cut)
+        if torn:
+            print(f"tinydiff: warning: {log}: dropped its torn last line (a write that was cut short)", file=sys.stderr)
+
+    def _open_log(self):
+        """log.jsonl, opened to append records (unbuffered: one write each). A fresh run does not
+        append to a log that an earlier run left without any checkpoint (stopped before its first):
+        that log is moved aside to log.jsonl.old, replacing an older one there."""
+        log = self.out / LOG_FILE
+        if self.step == 0 and log.exists():
+            os.replace(log, log.with_name(LOG_FILE + ".old"))
+        return open(log, "ab", buffering=0)
+
+    def _append_log(self, handle, record: dict) -> None:
+        data = (json.dumps(record) + "\n").encode()
+        try:
+            while data:
+                data = data[handle.write(data) :]
+        except OSError as err:
+            reason = "disk full" if err.errno in (errno.ENOSPC, errno.EDQUOT) else err.strerror or str(err)
+            raise TinydiffError(
+                f"{reason} while writing {self.out / LOG_FILE}; the last checkpoint is intact and --resume continues"
+            ) from None
 
     def save(self) -> Path:
         state = {
@@ -380,7 +568,52 @@ class Trainer:
 
     def run(self, progress: bool = True) -> Path | None:
         """Train until ``config.steps`` (or the ``minutes`` budget); checkpoint every ``ckpt_every``
-        steps and at the end. Returns the last checkpoint (None on ranks other than 0)."""
+        steps and at the end. Returns the last checkpoint (None on ranks other than 0).
+
+        SIGTERM (what SLURM and Kubernetes send) or SIGINT (Ctrl-C) stops the run after the step in
+        progress: a checkpoint of that step is written, one line says so, and SystemExit(128 +
+        signal number) is raised: exit status 143 or 130. Under torchrun every rank stops after the
+        same step. The run directory stays locked until this returns."""
+        try:
+            self._lock()
+            with self._stop_on_signals():
+                return self._train(progress)
+        finally:
+            self.close()
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        """While training, SIGTERM and SIGINT only record that the run should stop (the loop then
+        stops at the end of its step); repeats are ignored. A signal that came after the loop's last
+        check is passed on to the previous handlers when training ends."""
+        self._stop_signal = 0
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield
+            return
+
+        def request(signum, frame):
+            self._stop_signal = self._stop_signal or signum
+
+        previous = {s: signal.signal(s, request) for s in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        if self._stop_signal:
+            signal.raise_signal(self._stop_signal)
+
+    def _stopped(self, signum: int, ckpt: Path | None) -> None:
+        """End a run that a signal stopped: one line on rank 0, then SystemExit(128 + signum)."""
+        if self.dist.is_main:
+            name = signal.Signals(signum).name
+            print(
+                f"tinydiff: {name}: stopped after step {self.step}; saved {ckpt} (--resume continues)", file=sys.stderr
+            )
+        self.dist.barrier()  # rank 0 has written the checkpoint
+        raise SystemExit(128 + signum)
+
+    def _train(self, progress: bool) -> Path | None:
         from tqdm import tqdm
 
         config, main = self.config, self.dist.is_main
@@ -391,8 +624,8 @@ class Trainer:
         bar = tqdm(
             total=config.steps, initial=self.step, disable=not (progress and main), unit="step", dynamic_ncols=True
         )
-        ckpt = None
-        with open(self.out / "log.jsonl", "a") if main else contextlib.nullcontext() as log:
+        ckpt, stop = None, 0
+        with self._open_log() if main else contextlib.nullcontext() as log:
             self._sync_clock()
             while self.step < config.steps and not self.budget_spent():
                 started = time.perf_counter()
@@ -416,17 +649,21 @@ class Trainer:
                         "processes": self.dist.world_size,
                         "loss_t": (bucket_sum / bucket_count.clamp(min=1)).tolist(),
                     }
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
+                    self._append_log(log, record)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
                     bucket_sum.zero_()
                     bucket_count.zero_()
                     window_loss, window_images, window_start = 0.0, 0, time.perf_counter()
                 self.elapsed_s += time.perf_counter() - started
                 self._sync_clock()
-                if main and (self.step % config.ckpt_every == 0 or last or self.budget_spent()):
+                stop = self.dist.largest(self._stop_signal, self.device)  # any rank's signal stops every rank
+                if main and (self.step % config.ckpt_every == 0 or last or self.budget_spent() or stop):
                     ckpt = self.save()
+                if stop:
+                    break
         bar.close()
+        if stop:
+            self._stopped(stop, ckpt)
         if not main:
             return None
         return ckpt if ckpt is not None else list_checkpoints(self.out)[-1]
