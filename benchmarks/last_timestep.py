@@ -11,8 +11,8 @@ choice with FID (n samples against n training images of the model's dataset, no 
     python benchmarks/last_timestep.py --ckpt pretrained:mnist --rows 20:49,20:39,20:29,50:49,30:49,20:69 --eta 3 \
         --class data --json benchmarks/results/last_timestep_clip_aware.json
 
-The trajectory is swapped by patching ``tinydiff.samplers.dpm_solver.trajectory`` inside this
-process: a probe, not a sampler option (no choice measured here beat the trailing default).
+The trajectory is passed to ``tinydiff.sample(..., timesteps=...)`` (no choice measured here beat
+the trailing default).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 
-import tinydiff.samplers.dpm_solver as dpm_solver
 from tinydiff.api import sample
 from tinydiff.data import load_dataset
 from tinydiff.metrics.inception import InceptionFeatures
@@ -34,14 +33,9 @@ from tinydiff.model import load
 from tinydiff.viz import save_npz
 
 
-def ending_at(t_last: int):
-    """A trajectory function: S timesteps from T - 1 linearly down to t_last, then clean data."""
-
-    def trajectory(schedule, steps, spacing):
-        ts = torch.linspace(schedule.num_timesteps - 1, t_last, steps, dtype=torch.float64).round().long().tolist()
-        return list(zip(ts, ts[1:] + [-1]))
-
-    return trajectory
+def ending_at(schedule, steps: int, t_last: int) -> list[int]:
+    """S timesteps from T - 1 linearly down to t_last (the sampler then steps to clean data)."""
+    return torch.linspace(schedule.num_timesteps - 1, t_last, steps, dtype=torch.float64).round().long().tolist()
 
 
 def main(argv=None) -> None:
@@ -72,8 +66,10 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for row in args.rows.split(","):
             steps, t_last = (int(v) for v in row.split(":"))
-            dpm_solver.trajectory = ending_at(t_last)
-            images = sample(model, args.n, sampler="dpm++2m", steps=steps, eta=args.eta, labels=labels, seed=args.seed)
+            tau = ending_at(model.schedule, steps, t_last)
+            images = sample(
+                model, args.n, sampler="dpm++2m", timesteps=tau, eta=args.eta, labels=labels, seed=args.seed
+            )
             path = save_npz(images, Path(tmp) / "samples.npz", labels)
             report = score(str(path), reference, args.n, ["fid", "kid"], extractor, False)
             rows.append(

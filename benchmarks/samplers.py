@@ -24,18 +24,18 @@ import torch
 
 from tinydiff.nets.foreign import DiffusersUNet
 from tinydiff.objectives import as_denoiser
-from tinydiff.samplers import SAMPLERS
+from tinydiff.samplers import SAMPLERS, timesteps
 from tinydiff.schedule import NoiseSchedule, broadcast
 
-# (label, sampler, options, steps for a budget of nfe evaluations)
+# (sampler, steps for a budget of nfe evaluations); each on its default trajectory (samplers.timesteps)
 CONFIGS = [
-    ("ddim", "ddim", {}, lambda nfe: nfe),
-    ("ddpm", "ddpm", {}, lambda nfe: nfe),
-    ("pndm", "pndm", {}, lambda nfe: nfe - 1),
-    ("heun", "heun", {}, lambda nfe: (nfe + 1) // 2),
-    ("dpm++2m (trailing)", "dpm++2m", {"spacing": "trailing"}, lambda nfe: nfe),
+    ("ddim", lambda nfe: nfe),
+    ("ddpm", lambda nfe: nfe),
+    ("pndm", lambda nfe: nfe - 1),
+    ("heun", lambda nfe: (nfe + 1) // 2),
+    ("dpm++2m", lambda nfe: nfe),
 ]
-DETERMINISTIC = {"ddim", "pndm", "heun", "dpm++2m (trailing)"}
+DETERMINISTIC = {"ddim", "pndm", "heun", "dpm++2m"}
 
 
 def gaussian_denoiser(schedule, mu, s):
@@ -51,31 +51,30 @@ def gaussian_table(budgets) -> dict:
     schedule, mu, s = NoiseSchedule.create("linear"), 0.3, 0.5
     x_T = torch.randn(40_000, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     table = {}
-    for label, name, options, steps_for in CONFIGS:
+    for name, steps_for in CONFIGS:
         for nfe in budgets:
             out = SAMPLERS[name](
                 gaussian_denoiser(schedule, mu, s),
                 schedule,
                 x_T,
-                steps=steps_for(nfe),
+                timesteps(name, schedule, steps_for(nfe)),
                 clip_x0=False,
                 generator=torch.Generator().manual_seed(1),
-                **options,
             )
-            table[(label, nfe)] = abs(out.mean().item() - mu) + abs(out.std().item() - s)
+            table[(name, nfe)] = abs(out.mean().item() - mu) + abs(out.std().item() - s)
     return table
 
 
-def _run(label, name, options, steps_for, nfe, model, x_T):
-    kwargs = dict(steps=steps_for(nfe), generator=torch.Generator().manual_seed(2), **options)
-    return SAMPLERS[name](model.denoiser(), model.schedule, x_T, **kwargs)
+def _run(name, steps_for, nfe, model, x_T):
+    tau = timesteps(name, model.schedule, steps_for(nfe))
+    return SAMPLERS[name](model.denoiser(), model.schedule, x_T, tau, generator=torch.Generator().manual_seed(2))
 
 
 @torch.inference_mode()
 def ode_errors(model, budgets, n: int) -> dict:
     """RMS distance of each deterministic sampler's x_0 to the DDIM-1000 solution from the same x_T."""
     x_T = torch.randn(n, *model.image_shape, generator=torch.Generator().manual_seed(0))
-    reference = SAMPLERS["ddim"](model.denoiser(), model.schedule, x_T, steps=1000)
+    reference = SAMPLERS["ddim"](model.denoiser(), model.schedule, x_T, model.schedule.timesteps(1000))
     return {
         (c[0], nfe): float((_run(*c, nfe, model, x_T) - reference).pow(2).mean().sqrt())
         for c in CONFIGS
@@ -118,7 +117,7 @@ def throughput(n: int, rounds: int) -> dict:
 
     def ours(k: int):
         x_T = torch.randn(k, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-        return SAMPLERS["ddim"](denoise, schedule, x_T, steps=50, spacing="leading")
+        return SAMPLERS["ddim"](denoise, schedule, x_T, schedule.timesteps(50, "leading"))
 
     def theirs(k: int):
         return pipeline(
@@ -138,7 +137,7 @@ def throughput(n: int, rounds: int) -> dict:
     # the sampler loop alone: the same DDIM-50 over a network that costs nothing
     null = as_denoiser(lambda x, t: 0.1 * x, schedule, "eps")
     start = time.perf_counter()
-    SAMPLERS["ddim"](null, schedule, torch.randn(n, 1, 28, 28), steps=50)
+    SAMPLERS["ddim"](null, schedule, torch.randn(n, 1, 28, 28), schedule.timesteps(50))
     result["tinydiff loop overhead (s, whole run)"] = time.perf_counter() - start
     return result
 

@@ -19,7 +19,7 @@ def _x_T(n=40_000, seed=0):
         ("ddpm", {"variance": "beta"}),
         ("ddim", {}),
         ("ddim", {"eta": 1.0}),
-        ("ddim", {"eta": 0.5, "spacing": "quadratic"}),
+        ("ddim", {"eta": 0.5, "spacing": "quadratic"}),  # spacing: the trajectory's, the rest the sampler's
         ("ddim", {"sigma_hat": True}),
     ],
 )
@@ -28,12 +28,14 @@ def test_samplers_approach_the_gaussian_data_distribution(name, options):
     (discretisation error only) and is within sampling noise at S = T."""
     schedule = NoiseSchedule.create("linear", 1000)
     errors = []
+    options = dict(options)
+    spacing = options.pop("spacing", "uniform")
     for steps in (10, 100, 1000):
         out = get_sampler(name)(
             gaussian_denoiser(schedule, MU, S),
             schedule,
             _x_T(),
-            steps=steps,
+            schedule.timesteps(steps, spacing),
             clip_x0=False,
             generator=torch.Generator().manual_seed(1),
             **options,
@@ -52,13 +54,18 @@ def test_ddim_eta1_equals_ddpm_posterior():
             denoise,
             schedule,
             _x_T(1000),
-            steps=steps,
+            schedule.timesteps(steps),
             eta=1.0,
             clip_x0=False,
             generator=torch.Generator().manual_seed(3),
         )
         b = SAMPLERS["ddpm"](
-            denoise, schedule, _x_T(1000), steps=steps, clip_x0=False, generator=torch.Generator().manual_seed(3)
+            denoise,
+            schedule,
+            _x_T(1000),
+            schedule.timesteps(steps),
+            clip_x0=False,
+            generator=torch.Generator().manual_seed(3),
         )
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
 
@@ -70,7 +77,7 @@ def test_ddim_sigma_hat_equals_ddpm_beta_variance():
         denoise,
         schedule,
         _x_T(500),
-        steps=25,
+        schedule.timesteps(25),
         sigma_hat=True,
         clip_x0=False,
         generator=torch.Generator().manual_seed(4),
@@ -79,7 +86,7 @@ def test_ddim_sigma_hat_equals_ddpm_beta_variance():
         denoise,
         schedule,
         _x_T(500),
-        steps=25,
+        schedule.timesteps(25),
         variance="beta",
         clip_x0=False,
         generator=torch.Generator().manual_seed(4),
@@ -90,8 +97,12 @@ def test_ddim_sigma_hat_equals_ddpm_beta_variance():
 def test_ddim_eta0_is_deterministic_and_uses_no_noise():
     schedule = NoiseSchedule.create("linear")
     denoise = gaussian_denoiser(schedule, MU, S)
-    a = SAMPLERS["ddim"](denoise, schedule, _x_T(100), steps=10, generator=torch.Generator().manual_seed(0))
-    b = SAMPLERS["ddim"](denoise, schedule, _x_T(100), steps=10, generator=torch.Generator().manual_seed(99))
+    a = SAMPLERS["ddim"](
+        denoise, schedule, _x_T(100), schedule.timesteps(10), generator=torch.Generator().manual_seed(0)
+    )
+    b = SAMPLERS["ddim"](
+        denoise, schedule, _x_T(100), schedule.timesteps(10), generator=torch.Generator().manual_seed(99)
+    )
     assert torch.equal(a, b)
 
 
@@ -102,8 +113,7 @@ def test_callback_sees_the_trajectory_in_order():
         gaussian_denoiser(schedule, MU, S),
         schedule,
         _x_T(10),
-        steps=7,
-        spacing="quadratic",
+        schedule.timesteps(7, "quadratic"),
         callback=lambda i, t, x, x0: seen.append((i, t, x.shape, x0.shape)),
     )
     assert [t for _, t, _, _ in seen] == schedule.timesteps(7, "quadratic").tolist()
@@ -114,7 +124,9 @@ def test_clip_x0_keeps_predictions_in_range():
     schedule = NoiseSchedule.create("linear")
     x0s = []
     far = gaussian_denoiser(schedule, 5.0, 0.1)  # data far outside [-1, 1]
-    out = SAMPLERS["ddim"](far, schedule, _x_T(100), steps=10, callback=lambda i, t, x, x0: x0s.append(x0))
+    out = SAMPLERS["ddim"](
+        far, schedule, _x_T(100), schedule.timesteps(10), callback=lambda i, t, x, x0: x0s.append(x0)
+    )
     assert all(x0.abs().max() <= 1 for x0 in x0s)
     assert out.abs().max() <= 1 + 1e-9
 
@@ -122,12 +134,17 @@ def test_clip_x0_keeps_predictions_in_range():
 def test_bad_options():
     schedule = NoiseSchedule.create("linear")
     denoise = gaussian_denoiser(schedule, MU, S)
+    tau = [999, 500, 0]
     with pytest.raises(ValueError, match="eta"):
-        SAMPLERS["ddim"](denoise, schedule, _x_T(4), eta=1.5)
+        SAMPLERS["ddim"](denoise, schedule, _x_T(4), tau, eta=1.5)
     with pytest.raises(ValueError, match="eta"):
-        SAMPLERS["dpm++2m"](denoise, schedule, _x_T(4), eta=-0.5)
+        SAMPLERS["dpm++2m"](denoise, schedule, _x_T(4), tau, eta=-0.5)
     with pytest.raises(ValueError, match="variance"):
-        SAMPLERS["ddpm"](denoise, schedule, _x_T(4), variance="large")
+        SAMPLERS["ddpm"](denoise, schedule, _x_T(4), tau, variance="large")
+    for bad in ([], [0, 500], [500, 500, 3], [1000, 3], [10, -1]):
+        for name in SAMPLERS:
+            with pytest.raises(ValueError, match=r"timesteps must be a non-empty decreasing sequence in \[0, 999\]"):
+                SAMPLERS[name](denoise, schedule, _x_T(4), bad)
     with pytest.raises(ValueError, match="unknown sampler"):
         get_sampler("euler")
 
@@ -153,7 +170,7 @@ def test_a_diffusers_unet_plugs_into_every_sampler():
     x_T = torch.randn(2, 1, 8, 8)
     with torch.inference_mode():
         for name in SAMPLERS:
-            out = SAMPLERS[name](denoise, schedule, x_T, steps=3)
+            out = SAMPLERS[name](denoise, schedule, x_T, schedule.timesteps(3))
             assert out.shape == x_T.shape and torch.isfinite(out).all()
 
 
@@ -166,8 +183,8 @@ def test_ddim_eta0_is_an_invertible_ode_map():
     x_0 = MU + S * torch.randn(2000, 1, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     errors = []
     for steps in (10, 50, 250, 1000):
-        x_T = invert(denoise, schedule, x_0, steps=steps)
-        back = SAMPLERS["ddim"](denoise, schedule, x_T, steps=steps, clip_x0=False)
+        x_T = invert(denoise, schedule, x_0, schedule.timesteps(steps))
+        back = SAMPLERS["ddim"](denoise, schedule, x_T, schedule.timesteps(steps), clip_x0=False)
         errors.append((back - x_0).pow(2).mean().item())
     assert all(a > b for a, b in zip(errors, errors[1:]))
     assert errors[-1] < 1e-5 and errors[-1] < errors[0] / 100

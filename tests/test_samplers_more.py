@@ -1,7 +1,6 @@
 """PNDM (PLMS), Heun and DPM-Solver++(2M): closed-form accuracy with the exact Gaussian denoiser, the sampler
 contract (callback, determinism, network evaluations), and parity of all samplers with diffusers' schedulers."""
 
-import inspect
 import math
 
 import pytest
@@ -30,11 +29,16 @@ def _counting(denoise):
     return counted, calls
 
 
-def _distribution_error(name, schedule, steps, **options):
+def _tau(name, schedule, steps, spacing=None):
+    """``steps`` timesteps from T - 1, spaced by ``spacing`` or the sampler's default spacing."""
+    return schedule.timesteps(steps, spacing or SAMPLERS[name].spacing)
+
+
+def _distribution_error(name, schedule, steps, spacing=None, **options):
     """|mean - mu| + |std - s| of the samples drawn with the exact denoiser for N(mu, s^2) data; and the number of
     network evaluations used."""
     denoise, calls = _counting(gaussian_denoiser(schedule, MU, S))
-    out = SAMPLERS[name](denoise, schedule, _x_T(), steps=steps, clip_x0=False, **options)
+    out = SAMPLERS[name](denoise, schedule, _x_T(), _tau(name, schedule, steps, spacing), clip_x0=False, **options)
     return abs(out.mean().item() - MU) + abs(out.std().item() - S), len(calls)
 
 
@@ -104,8 +108,7 @@ def test_callback_once_per_step_in_trajectory_order(name):
         gaussian_denoiser(schedule, MU, S),
         schedule,
         _x_T((10, 2)),
-        steps=7,
-        spacing="quadratic",
+        schedule.timesteps(7, "quadratic"),
         callback=lambda i, t, x, x0: seen.append((i, t, x, x0)),
     )
     assert [i for i, *_ in seen] == list(range(7))
@@ -119,7 +122,7 @@ def test_deterministic_samplers_ignore_the_generator(name):
     schedule = NoiseSchedule.create("linear")
     denoise = gaussian_denoiser(schedule, MU, S)
     a, b, c = (
-        SAMPLERS[name](denoise, schedule, _x_T((100, 1)), steps=10, generator=generator)
+        SAMPLERS[name](denoise, schedule, _x_T((100, 1)), _tau(name, schedule, 10), generator=generator)
         for generator in (torch.Generator().manual_seed(0), torch.Generator().manual_seed(99), None)
     )
     assert torch.equal(a, b) and torch.equal(a, c)
@@ -140,10 +143,10 @@ def test_deterministic_samplers_ignore_the_generator(name):
 def test_network_evaluations(name, steps, evaluations):
     schedule = NoiseSchedule.create("linear")
     denoise, calls = _counting(gaussian_denoiser(schedule, MU, S))
-    SAMPLERS[name](denoise, schedule, _x_T((4, 1)), steps=steps)
+    tau = _tau(name, schedule, steps)
+    SAMPLERS[name](denoise, schedule, _x_T((4, 1)), tau)
     assert len(calls) == evaluations
-    spacing = inspect.signature(SAMPLERS[name]).parameters["spacing"].default
-    assert set(calls) <= set(schedule.timesteps(steps, spacing).tolist())  # only on the trajectory's timesteps
+    assert set(calls) <= set(tau.tolist())  # only on the trajectory's timesteps
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -152,12 +155,15 @@ def test_one_step_is_ddim_and_clipping_keeps_x0_in_range(name):
     schedule = NoiseSchedule.create("linear")
     far = gaussian_denoiser(schedule, 5.0, 0.1)  # data far outside [-1, 1]
     x0s = []
-    out = SAMPLERS[name](far, schedule, _x_T((100, 1)), steps=10, callback=lambda i, t, x, x0: x0s.append(x0))
+    out = SAMPLERS[name](
+        far, schedule, _x_T((100, 1)), schedule.timesteps(10), callback=lambda i, t, x, x0: x0s.append(x0)
+    )
     assert all(x0.abs().max() <= 1 for x0 in x0s)
-    if name != "pndm":  # their last step returns the clipped x0 (pndm's applies phi to a combination of eps)
-        assert out.abs().max() <= 1 + 1e-9
-    one = SAMPLERS[name](far, schedule, _x_T((100, 1)), steps=1, clip_x0=False)
-    torch.testing.assert_close(one, SAMPLERS["ddim"](far, schedule, _x_T((100, 1)), steps=1, clip_x0=False))
+    assert out.abs().max() <= 1 + 1e-9  # the last step returns a clipped x0 (pndm's: its transfer part's)
+    one = SAMPLERS[name](far, schedule, _x_T((100, 1)), schedule.timesteps(1), clip_x0=False)
+    torch.testing.assert_close(
+        one, SAMPLERS["ddim"](far, schedule, _x_T((100, 1)), schedule.timesteps(1), clip_x0=False)
+    )
 
 
 # ---------------------------------------------------------------- parity with diffusers
@@ -211,9 +217,9 @@ def _diffusers_states(scheduler, x, denoise, step_options=lambda i: {}):
     return states
 
 
-def _our_states(name, schedule, x_T, denoise, **options):
+def _our_states(name, schedule, x_T, denoise, timesteps, **options):
     states = []
-    SAMPLERS[name](denoise, schedule, x_T, callback=lambda i, t, x, x0: states.append(x), **options)
+    SAMPLERS[name](denoise, schedule, x_T, timesteps, callback=lambda i, t, x, x0: states.append(x), **options)
     return states
 
 
@@ -237,7 +243,9 @@ def test_ddpm_matches_diffusers(variance, variance_type, clip):
     theirs_generator = torch.Generator().manual_seed(7)
     theirs = _diffusers_states(scheduler, x_T, denoise, lambda i: {"generator": theirs_generator})
     generator = torch.Generator().manual_seed(7)
-    ours = _our_states("ddpm", schedule, x_T, denoise, steps=50, variance=variance, clip_x0=clip, generator=generator)
+    ours = _our_states(
+        "ddpm", schedule, x_T, denoise, schedule.timesteps(50), variance=variance, clip_x0=clip, generator=generator
+    )
     assert _max_difference(ours, theirs) < 1e-9
 
 
@@ -262,8 +270,7 @@ def test_ddpm_last_step_noise_differs_from_diffusers_on_trajectories_ending_abov
         schedule,
         x_T,
         denoise,
-        steps=10,
-        spacing="trailing",
+        schedule.timesteps(10, "trailing"),
         variance="beta",
         clip_x0=False,
         generator=generator,
@@ -298,7 +305,7 @@ def test_ddim_matches_diffusers(eta, clip):
     theirs = _diffusers_states(scheduler, x_T, denoise, options)
     generator = torch.Generator().manual_seed(5)
     ours = _our_states(
-        "ddim", schedule, x_T, denoise, steps=steps, eta=eta, spacing="leading", clip_x0=clip, generator=generator
+        "ddim", schedule, x_T, denoise, schedule.timesteps(steps, "leading"), eta=eta, clip_x0=clip, generator=generator
     )
     assert _max_difference(ours, theirs) < 1e-9
 
@@ -323,7 +330,7 @@ def test_pndm_matches_diffusers(steps):
     assert scheduler.timesteps.unique().flip(0).tolist() == schedule.timesteps(steps, "leading").tolist()
     assert len(scheduler.timesteps) == (steps + 1 if steps > 1 else 1)  # network evaluations
     theirs = _diffusers_states(scheduler, x_T, denoise)
-    ours = _our_states("pndm", schedule, x_T, denoise, steps=steps, spacing="leading", clip_x0=False)
+    ours = _our_states("pndm", schedule, x_T, denoise, schedule.timesteps(steps, "leading"), clip_x0=False)
     assert _max_difference(ours, theirs[1:] if steps > 1 else theirs) < 1e-9
 
 
@@ -356,7 +363,7 @@ def test_dpm_solver_matches_diffusers(spacing, clip):
     assert scheduler.timesteps.tolist() == schedule.timesteps(steps, spacing).tolist()
     _float64_sigmas(scheduler, schedule)
     theirs = _diffusers_states(scheduler, x_T, denoise)
-    ours = _our_states("dpm++2m", schedule, x_T, denoise, steps=steps, spacing=spacing, clip_x0=clip)
+    ours = _our_states("dpm++2m", schedule, x_T, denoise, schedule.timesteps(steps, spacing), clip_x0=clip)
     assert _max_difference(ours, theirs) < 1e-6
 
 
@@ -386,10 +393,21 @@ def test_sde_dpm_solver_matches_diffusers(clip):
     noise = [torch.randn(PARITY_SHAPE, generator=replay, dtype=torch.float64) for _ in range(steps)]
     theirs = _diffusers_states(scheduler, x_T, denoise, lambda i: {"variance_noise": noise[i]})
     generator = torch.Generator().manual_seed(5)
-    ours = _our_states("dpm++2m", schedule, x_T, denoise, steps=steps, eta=1.0, clip_x0=clip, generator=generator)
+    ours = _our_states(
+        "dpm++2m",
+        schedule,
+        x_T,
+        denoise,
+        schedule.timesteps(steps, "trailing"),
+        eta=1.0,
+        clip_x0=clip,
+        generator=generator,
+    )
     assert _max_difference(ours, theirs) < 1e-6
     # and the noise matters: another seed gives other samples
-    other = _our_states("dpm++2m", schedule, x_T, denoise, steps=steps, eta=1.0, generator=torch.Generator())
+    other = _our_states(
+        "dpm++2m", schedule, x_T, denoise, schedule.timesteps(steps, "trailing"), eta=1.0, generator=torch.Generator()
+    )
     assert (other[-1] - ours[-1]).abs().max() > 0.1
 
 
@@ -427,5 +445,5 @@ def test_heun_matches_diffusers(spacing, clip):
     full_steps = [theirs[k] for k in range(1, 2 * steps - 2, 2)] + [theirs[-1]]
     reached = torch.cat([tau[1:], torch.tensor([-1])])
     theirs_vp = [x * schedule.alpha_bar_at(t).sqrt() for x, t in zip(full_steps, reached)]
-    ours = _our_states("heun", schedule, x_T, denoise, steps=steps, spacing=spacing, clip_x0=clip)
+    ours = _our_states("heun", schedule, x_T, denoise, schedule.timesteps(steps, spacing), clip_x0=clip)
     assert _max_difference(ours, theirs_vp) < 1e-9

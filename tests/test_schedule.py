@@ -76,6 +76,37 @@ def test_trajectories(schedule, spacing, steps):
     assert tau.min() >= 0 and tau.max() <= 999
 
 
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("steps", [1, 10, 50, 991])
+def test_a_trajectory_from_an_earlier_start_is_that_of_a_shorter_schedule(spacing, steps):
+    s = NoiseSchedule.create("cosine", 1000)
+    tau = s.timesteps(steps, spacing, start=990)
+    assert len(tau) == steps and (tau.diff() < 0).all() and tau.min() >= 0 and tau.max() <= 990
+    if spacing in ("uniform", "trailing", "logsnr"):
+        assert tau[0] == 990  # these start at the top
+    assert torch.equal(s.timesteps(steps, spacing, start=999), s.timesteps(steps, spacing))
+    shorter = NoiseSchedule(s.betas[:991])
+    assert torch.equal(tau, shorter.timesteps(steps, spacing))
+    with pytest.raises(ValueError, match="steps must be in"):
+        s.timesteps(992, spacing, start=990)
+    with pytest.raises(ValueError, match="first timestep"):
+        s.timesteps(1, spacing, start=1000)
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_sigma_and_the_start_below_a_noise_level(name):
+    s = NoiseSchedule.create(name, 1000)
+    t = torch.arange(1000)
+    a = s.alpha_bar_at(t)
+    torch.testing.assert_close(s.sigma(t), ((1 - a) / a).sqrt(), rtol=1e-12, atol=0)
+    for sigma_max in (0.5, 80.0, 1e3):
+        start = s.start_below(sigma_max)
+        assert s.sigma(start) <= sigma_max and (start == 999 or s.sigma(start + 1) > sigma_max)
+    assert s.start_below(math.inf) == 999 and s.start_below(0.0) == 0
+    # the cosine schedule's last timestep is far above EDM's sigma_max = 80; the linear one's at 157
+    assert s.sigma(999) > (2e4 if name == "cosine" else 150)
+
+
 def test_trajectory_values():
     s = NoiseSchedule.create("linear", 1000)
     assert s.timesteps(10, "leading").tolist() == list(range(900, -1, -100))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from pathlib import Path
 
 import torch
@@ -11,6 +12,8 @@ from tqdm import tqdm
 from .errors import TinydiffError
 from .model import DiffusionModel, load
 from .samplers import get_sampler
+from .samplers import timesteps as default_timesteps
+from .samplers.base import pairs
 from .samplers.guidance import check_labels
 from .samplers.inversion import invert as ddim_invert
 from .training import TrainConfig, Trainer, distributed
@@ -44,6 +47,8 @@ def sample(
     *,
     sampler: str = "ddim",
     steps: int | None = None,
+    spacing: str | None = None,
+    timesteps=None,
     seed: int = 0,
     batch_size: int = 64,
     labels=None,
@@ -56,9 +61,12 @@ def sample(
 ) -> torch.Tensor:
     """Draw n images [n, C, H, W] in [-1, 1].
 
+    The sampler steps along ``timesteps`` (a decreasing sequence of integer timesteps) if given,
+    else along the sampler's default trajectory of ``steps`` timesteps spaced by ``spacing``
+    (:func:`tinydiff.samplers.timesteps`; None: the sampler's defaults).
     x_T for all n images is drawn first from a generator seeded with ``seed``, so deterministic
     samplers (DDIM, eta = 0) give the same images whatever ``batch_size``. ``options`` go to
-    the sampler (e.g. eta, spacing, clip_x0, variance). ``progress`` shows a bar of sampler steps.
+    the sampler (e.g. eta, clip_x0, variance). ``progress`` shows a bar of sampler steps.
     ``labels`` (an int, a sequence or a tensor of n class labels) samples a conditional model
     with classifier-free guidance weight ``guidance`` (eps = (1 + w) eps_c - w eps_null), applied
     only at noise levels sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) in ``guidance_interval`` =
@@ -68,15 +76,22 @@ def sample(
     """
     if not isinstance(model, DiffusionModel):
         model = load(model)
-    if n < 1:
-        raise ValueError(f"number of images must be positive, got {n}")
-    sample_fn = get_sampler(sampler)
-    if steps is not None:
-        options["steps"] = steps
+    if type(n) is not int or n < 1:
+        raise TinydiffError(f"the number of images must be a positive integer, got {n!r}")
+    if type(batch_size) is not int or batch_size < 1:
+        raise TinydiffError(f"the batch size must be a positive integer, got {batch_size!r}")
+    if not math.isfinite(guidance):
+        raise TinydiffError(f"the guidance weight must be a finite number, got {guidance}")
+    sample_fn = get_sampler(sampler).sample
     takes = inspect.signature(sample_fn).parameters
     if unknown := sorted(set(options) - set(takes)):
         own = [name for name, p in takes.items() if p.kind == p.KEYWORD_ONLY and name not in ("generator", "callback")]
         raise TinydiffError(f"sampler {sampler} does not take {', '.join(unknown)}; its options: {', '.join(own)}")
+    if timesteps is None:
+        timesteps = default_timesteps(sampler, model.schedule, steps, spacing)
+    elif steps is not None or spacing is not None:
+        raise TinydiffError("give either timesteps or steps and spacing, not both")
+    pairs(model.schedule, timesteps)  # refuses a trajectory that is not one, before any work
     generator = torch.Generator(model.device).manual_seed(seed)
     if x_T is None:
         x_T = torch.randn((n, *model.image_shape), generator=generator, device=model.device)
@@ -90,9 +105,8 @@ def sample(
         raise TinydiffError("guidance needs class labels")
     batches = x_T.split(batch_size)
     label_batches = [None] * len(batches) if labels is None else labels.split(batch_size)
-    steps_per_batch = options.get("steps") or takes["steps"].default
     bar = tqdm(
-        total=len(batches) * (steps_per_batch or model.schedule.num_timesteps),
+        total=len(batches) * len(timesteps),
         disable=not progress,
         desc=f"sampling {n} images ({sampler})",
         unit="step",
@@ -108,6 +122,7 @@ def sample(
             model.denoiser(y, guidance, guidance_interval),
             model.schedule,
             chunk,
+            timesteps,
             generator=generator,
             callback=step_callback,
             **options,
@@ -148,11 +163,12 @@ def invert(
     x_0 = images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images.float()
     if labels is not None:
         labels = check_labels(labels, model.num_classes, len(x_0))
+    tau = default_timesteps("ddim", model.schedule, steps, spacing)
     chunks = []
     for i in tqdm(range(0, len(x_0), batch_size), disable=not progress, desc="inverting", unit="batch"):
         y = None if labels is None else labels[i : i + batch_size]
         x = x_0[i : i + batch_size].to(model.device)
-        chunks.append(ddim_invert(model.denoiser(y), model.schedule, x, steps=steps, spacing=spacing))
+        chunks.append(ddim_invert(model.denoiser(y), model.schedule, x, tau))
     return torch.cat(chunks)
 
 

@@ -103,8 +103,23 @@ class NoiseSchedule:
         alpha_bar = broadcast(self.alpha_bar_at(t), x0)
         return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
 
-    def timesteps(self, num_steps: int, spacing: str = "uniform") -> torch.Tensor:
+    def sigma(self, t: torch.Tensor | int) -> torch.Tensor:
+        """The noise level sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) of x_t / sqrt(alpha_bar_t)
+        (Karras et al. 2022, "EDM": x_t / sqrt(alpha_bar_t) = x_0 + sigma_t eps)."""
+        return self.snr(t).rsqrt()
+
+    def start_below(self, sigma_max: float) -> int:
+        """The largest timestep whose noise level sigma_t is at most ``sigma_max`` (T - 1 if every
+        one is; 0 if none is). The cosine schedule's last timesteps reach sigma = 20,000 (its
+        betas are clipped at 0.999), where ODE solvers that extrapolate in sigma are ill-posed."""
+        below = (self.sigma(torch.arange(self.num_timesteps)) <= sigma_max).nonzero()
+        return int(below.max()) if len(below) else 0
+
+    def timesteps(self, num_steps: int, spacing: str = "uniform", start: int | None = None) -> torch.Tensor:
         """A decreasing trajectory tau of ``num_steps`` timesteps (DDIM Sec. 4.2; S = num_steps).
+
+        The trajectory lies in [0, start] (``start`` = T - 1 if not given): every spacing is that of a
+        schedule of T' = start + 1 timesteps (below, T stands for T').
 
         uniform:   round(linspace(T-1, 0, S)): starts at the last step, ends at the first.
         leading:   0, c, 2c, ... with c = T // S (DDIM's code and diffusers' default).
@@ -116,7 +131,10 @@ class NoiseSchedule:
                    trailing, each mapped to the nearest timestep.
         Samplers step from each element to the next, and from the last to -1 (clean data).
         """
-        T = self.num_timesteps
+        start = self.num_timesteps - 1 if start is None else start
+        if not 0 <= start < self.num_timesteps:
+            raise ValueError(f"the first timestep must be in [0, {self.num_timesteps - 1}], got {start}")
+        T = start + 1
         if not 1 <= num_steps <= T:
             raise ValueError(f"number of steps must be in [1, {T}], got {num_steps}")
         if spacing == "uniform":

@@ -1,19 +1,55 @@
-"""Samplers: pure functions with one signature (see base.py), registered by CLI name."""
+"""Samplers: pure functions over an explicit trajectory (see base.py), registered by CLI name with
+the trajectory each starts from by default (:func:`timesteps`)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..schedule import NoiseSchedule
 from . import ddim, ddpm, dpm_solver, heun, pndm
 
+
+@dataclass(frozen=True)
+class Sampler:
+    """A sampler and its default trajectory: ``steps`` timesteps (None: all T) spaced by ``spacing``,
+    starting at the largest timestep whose noise level sigma_t is at most ``sigma_max``.
+
+    The samplers that step on the clipped x0 prediction (DDPM, DDIM, DPM-Solver++) are well-posed
+    from any noise level and start at T - 1. Heun and PNDM extrapolate eps over a step, an error
+    that grows with sigma_t; they start at EDM's sigma_max = 80 (Karras et al. 2022, Sec. 5), where the
+    cosine schedule's last timestep is at 20,000 (samplers/heun.py, samplers/pndm.py)."""
+
+    sample: Callable
+    spacing: str = "uniform"
+    steps: int | None = 50
+    sigma_max: float = math.inf
+
+    def __call__(self, *args, **kwargs):
+        return self.sample(*args, **kwargs)
+
+
 SAMPLERS = {
-    "ddpm": ddpm.sample,
-    "ddim": ddim.sample,
-    "pndm": pndm.sample,
-    "heun": heun.sample,
-    "dpm++2m": dpm_solver.sample,
+    "ddpm": Sampler(ddpm.sample, steps=None),
+    "ddim": Sampler(ddim.sample),
+    "pndm": Sampler(pndm.sample, sigma_max=80.0),
+    "heun": Sampler(heun.sample, spacing="logsnr", sigma_max=80.0),
+    "dpm++2m": Sampler(dpm_solver.sample, spacing="trailing"),  # see samplers/dpm_solver.py
 }
 
 
-def get_sampler(name: str):
+def get_sampler(name: str) -> Sampler:
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
     return SAMPLERS[name]
+
+
+def timesteps(name: str, schedule: NoiseSchedule, steps: int | None = None, spacing: str | None = None) -> list[int]:
+    """The trajectory sampler ``name`` takes by default: ``steps`` timesteps (its default if None)
+    spaced by ``spacing`` (its default if None), from the first timestep where it is well-posed."""
+    sampler = get_sampler(name)
+    start = schedule.start_below(sampler.sigma_max)
+    if steps is None:
+        steps = sampler.steps or start + 1
+    return schedule.timesteps(steps, spacing or sampler.spacing, start).tolist()

@@ -1,6 +1,6 @@
 """DDIM (Song, Meng & Ermon 2020): the generalised, possibly deterministic, sampler.
 
-One step from t to t_prev along a trajectory tau (S = ``steps`` timesteps), eq. 12:
+One step from t to t_prev along the trajectory tau (``timesteps``), eq. 12:
     x_prev = sqrt(a_prev) x0                                  "predicted x0"
            + sqrt(1 - a_prev - sigma^2) eps                   "direction pointing to x_t"
            + sigma z                                          "random noise"
@@ -14,23 +14,23 @@ negative).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
 from ..objectives import Denoiser
 from ..schedule import NoiseSchedule
-from .base import noise_like, predict, trajectory
+from .base import noise_like, pairs, predict
 
 
 def sample(
     denoise: Denoiser,
     schedule: NoiseSchedule,
     x_T: torch.Tensor,
+    timesteps: Sequence[int],
     *,
-    steps: int = 50,
     eta: float = 0.0,
     sigma_hat: bool = False,
-    spacing: str = "uniform",
     clip_x0: bool = True,
     generator: torch.Generator | None = None,
     callback=None,
@@ -38,7 +38,7 @@ def sample(
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1], got {eta}")
     x = x_T
-    for i, (t, t_prev) in enumerate(trajectory(schedule, steps, spacing)):
+    for i, (t, t_prev) in enumerate(pairs(schedule, timesteps)):
         eps, x0 = predict(denoise, x, t, schedule, clip_x0)
         a, a_prev = float(schedule.alpha_bar_at(t)), float(schedule.alpha_bar_at(t_prev))
         eta_mean = 1.0 if sigma_hat else eta

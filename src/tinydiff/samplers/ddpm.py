@@ -10,12 +10,13 @@ steps this is exactly Algorithm 2.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
 from ..objectives import Denoiser
 from ..schedule import NoiseSchedule
-from .base import noise_like, predict, trajectory
+from .base import noise_like, pairs, predict
 
 VARIANCES = ("posterior", "beta")
 
@@ -24,10 +25,9 @@ def sample(
     denoise: Denoiser,
     schedule: NoiseSchedule,
     x_T: torch.Tensor,
+    timesteps: Sequence[int],
     *,
-    steps: int | None = None,
     variance: str = "posterior",
-    spacing: str = "uniform",
     clip_x0: bool = True,
     generator: torch.Generator | None = None,
     callback=None,
@@ -35,7 +35,7 @@ def sample(
     if variance not in VARIANCES:
         raise ValueError(f"unknown DDPM variance {variance!r}; choose from {', '.join(VARIANCES)}")
     x = x_T
-    for i, (t, t_prev) in enumerate(trajectory(schedule, steps or schedule.num_timesteps, spacing)):
+    for i, (t, t_prev) in enumerate(pairs(schedule, timesteps)):
         eps, x0 = predict(denoise, x, t, schedule, clip_x0)
         alpha_bar, alpha_bar_prev = float(schedule.alpha_bar_at(t)), float(schedule.alpha_bar_at(t_prev))
         beta = 1 - alpha_bar / alpha_bar_prev  # beta_t (respaced)

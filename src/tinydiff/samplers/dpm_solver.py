@@ -13,9 +13,9 @@ update is x = D; a second-order D would need 1 / (2 r) with r = h_{i-1} / inf = 
 and returns the data prediction x0 at the last timestep of tau. This is what diffusers'
 ``DPMSolverMultistepScheduler`` does with ``final_sigmas_type="zero"`` (its last step is then first order
 whatever ``lower_order_final`` says). Like diffusers' spacings for this solver, use a trajectory that does not
-end at t = 0 ("trailing", the default): ending there makes the step into t = 0 several times longer in
-lambda than the one before it, and the second-order extrapolation of x0 over it costs accuracy at small
-step counts.
+end at t = 0 ("trailing", its default in ``samplers.timesteps``): ending there makes the step into t = 0
+several times longer in lambda than the one before it, and the second-order extrapolation of x0 over it costs
+accuracy at small step counts.
 
 ``eta`` >= 0 mixes in the reverse SDE (as k-diffusion's ``sample_dpmpp_2m_sde``): with g = eta h,
     x_{t_i} = (sigma_{t_i} / sigma_{t_{i-1}}) e^{-g} x_{t_{i-1}} + alpha_{t_i} (1 - e^{-h - g}) D_i
@@ -25,28 +25,28 @@ eta = 0 is the ODE step above; eta = 1 is SDE-DPM-Solver++(2M) with the midpoint
 its variance): if x_{t_{i-1}} = alpha x0 + sigma eps and D_i = x0, the step gives alpha_{t_i} x0 plus noise of
 variance sigma_{t_i}^2 for every g >= 0, so any eta keeps the marginals; only the error of D_i is carried
 differently (Karras et al. 2022, Sec. 4: fresh noise corrects the errors of earlier steps). Each step draws z
-(the last one too, where sigma = 0 cancels it). Deterministic at eta = 0. Network evaluations: ``steps``.
+(the last one too, where sigma = 0 cancels it). Deterministic at eta = 0. Network evaluations: S, the length of tau.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
 from ..objectives import Denoiser
 from ..schedule import NoiseSchedule
-from .base import noise_like, predict, trajectory
+from .base import noise_like, pairs, predict
 
 
 def sample(
     denoise: Denoiser,
     schedule: NoiseSchedule,
     x_T: torch.Tensor,
+    timesteps: Sequence[int],
     *,
-    steps: int = 50,
     eta: float = 0.0,
-    spacing: str = "trailing",  # see the module docstring: trajectories ending at t = 0 cost accuracy
     clip_x0: bool = True,
     generator: torch.Generator | None = None,
     callback=None,
@@ -56,7 +56,7 @@ def sample(
         raise ValueError(f"eta must be >= 0, got {eta}")
     x = x_T
     x0_before, h_before = None, None  # x0 and h of the previous step (Algorithm 2's buffer Q)
-    for i, (t, t_prev) in enumerate(trajectory(schedule, steps, spacing)):
+    for i, (t, t_prev) in enumerate(pairs(schedule, timesteps)):
         _, x0 = predict(denoise, x, t, schedule, clip_x0)
         if t_prev < 0:
             x = x0  # last step to sigma = 0: e^{-h} = 0 and first order, x = alpha D = x0

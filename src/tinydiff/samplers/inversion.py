@@ -15,28 +15,28 @@ the number of steps S grows (DDIM Table 2).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
 from ..objectives import Denoiser
 from ..schedule import NoiseSchedule
-from .base import trajectory
+from .base import pairs
 
 
 def invert(
     denoise: Denoiser,
     schedule: NoiseSchedule,
     x_0: torch.Tensor,
+    timesteps: Sequence[int],
     *,
-    steps: int = 50,
-    spacing: str = "uniform",
     callback=None,
 ) -> torch.Tensor:
     """x_0: [N, ...] in [-1, 1] -> the latent x_T [N, ...] that DDIM (eta = 0, same steps and
     spacing) decodes back to x_0. No clipping: inversion must stay on the ODE."""
     x = x_0
-    pairs = list(reversed(trajectory(schedule, steps, spacing)))  # (t, t_prev) from the clean end upwards
-    for i, (t, t_prev) in enumerate(pairs):
+    steps = list(reversed(pairs(schedule, timesteps)))  # (t, t_prev) from the clean end upwards
+    for i, (t, t_prev) in enumerate(steps):
         a = float(schedule.alpha_bar_at(t))
         if t_prev < 0:  # from the clean image: x0 is known, eps is predicted at tau's first timestep
             eps, _ = denoise(x, t)
