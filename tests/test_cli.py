@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,6 +62,63 @@ def test_bad_input_gives_one_line_and_nonzero_exit(command, message, npz, tmp_pa
     assert cli(command) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        ("sample --sampler ddpm --steps 0", "argument --steps: must be an integer >= 1, got 0"),
+        ("sample --guidance nan --class 3", "argument --guidance: must be a finite number, got nan"),
+        ("sample --eta inf", "argument --eta: must be a finite number, got inf"),
+        ("sample --batch-size 0", "argument --batch-size: must be an integer >= 1, got 0"),
+        ("sample --class all --per-class -2", "argument --per-class: must be an integer >= 1, got -2"),
+        ("sample --seed -1", "argument --seed: must be an integer in [0, 4294967295], got -1"),
+        ("sample --n 2.5", "argument --n: expected an integer, got '2.5'"),
+        ("sample --guidance-interval 3,1 --class 3", "expected noise levels 0 <= LO < HI"),
+        ("fid mnist mnist:test --n -5", "argument --n: must be an integer >= 1, got -5"),
+        ("eval --ckpt pretrained:mnist --n 0", "argument --n: must be an integer >= 1, got 0"),
+        ("invert --ckpt pretrained:mnist --images digits --steps 0", "argument --steps: must be an integer >= 1"),
+    ],
+)
+def test_bad_options_are_refused_in_one_line_before_anything_runs(command, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli(command)
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and err.count("\n") == 0 and message in err and "--help" in err
+
+
+def test_output_paths_are_checked_before_sampling_and_printed_as_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # --npz names the file numpy writes (.npz appended) and creates missing folders
+    assert cli("sample --n 2 --steps 2 --out grid.png --npz new/folder/out") == 0
+    assert f"npz: {Path('new/folder/out.npz')}" in capsys.readouterr().out
+    assert (tmp_path / "new" / "folder" / "out.npz").is_file()
+    # a folder that cannot be made fails before any sampling: no grid is written
+    (tmp_path / "afile").write_text("")
+    assert cli("sample --n 2 --steps 2 --out grid2.png --npz afile/sub/out.npz") == 2
+    assert "cannot create the folder afile/sub" in capsys.readouterr().err
+    assert not (tmp_path / "grid2.png").exists()
+
+
+def test_the_api_refuses_bad_sampling_arguments_in_one_line():
+    import tinydiff
+    from tinydiff.errors import TinydiffError
+    from tinydiff.metrics.reference import score
+
+    for options, message in [
+        ({"n": 0}, "number of images must be a positive integer, got 0"),
+        ({"batch_size": 0}, "batch size must be a positive integer, got 0"),
+        ({"guidance": float("nan"), "labels": 3}, "guidance weight must be a finite number, got nan"),
+        ({"steps": 3, "timesteps": [999, 0]}, "either timesteps or steps"),
+    ]:
+        with pytest.raises(TinydiffError, match=message):
+            tinydiff.sample("pretrained:mnist", **{"n": 2, **options})
+    with pytest.raises(ValueError, match="timesteps must be a non-empty decreasing sequence"):
+        tinydiff.sample("pretrained:mnist", 2, timesteps=[0, 999])
+    with pytest.raises(ValueError, match="number of steps must be in"):
+        tinydiff.sample("pretrained:mnist", 2, sampler="ddpm", steps=0)
+    with pytest.raises(TinydiffError, match="images per set must be an integer >= 2, got -5"):
+        score("mnist", "mnist:test", -5, ["fid"], None)
 
 
 def test_sampler_option_mismatch_and_debug(npz, tmp_path, capsys, monkeypatch):

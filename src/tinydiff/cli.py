@@ -24,6 +24,37 @@ from .training.trainer import LR_SCHEDULES, TrainConfig
 DEFAULTS = TrainConfig()
 
 
+def _integer(low: int, high: float = float("inf")):
+    """An argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            allowed = f">= {low}" if high == float("inf") else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be an integer {allowed}, got {value}")
+        return value
+
+    return parse
+
+
+def _finite(text: str) -> float:
+    """An argparse type: a finite number (no nan, no inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+COUNT = _integer(1)  # a positive count: images, steps, batch size, frames
+SEED = _integer(0, 2**32 - 1)
+
+
 def _int_list(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",")]
@@ -114,7 +145,7 @@ def _train_parser(sub, common) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     p.add_argument(
         "--nproc",
-        type=int,
+        type=COUNT,
         default=1,
         help="data-parallel processes on this machine: runs this command under torchrun (see the README)",
     )
@@ -133,19 +164,19 @@ def _sample_parser(sub, common) -> None:
     p.add_argument("--sampler", default="ddim", help="ddpm, ddim, pndm, heun or dpm++2m")
     p.add_argument(
         "--steps",
-        type=int,
+        type=COUNT,
         default=None,
         help="trajectory length S (default: ddpm T, others 50); network evaluations: S for ddpm, "
         "ddim and dpm++2m, S + 1 for pndm, 2 S - 1 for heun",
     )
     _sampler_options(p)
-    p.add_argument("--n", type=int, default=64, help="number of images")
+    p.add_argument("--n", type=COUNT, default=64, help="number of images")
     _guidance_options(p)
-    p.add_argument("--per-class", type=int, default=8, help="with --class all: images per class (grid row)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64, help="images per network call (64 is fastest on CPU)")
+    p.add_argument("--per-class", type=COUNT, default=8, help="with --class all: images per class (grid row)")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--batch-size", type=COUNT, default=64, help="images per network call (64 is fastest on CPU)")
     p.add_argument("--out", default="samples.png", help="PNG grid")
-    p.add_argument("--nrow", type=int, default=None, help="images per grid row")
+    p.add_argument("--nrow", type=COUNT, default=None, help="images per grid row")
     p.add_argument("--npz", default=None, help="also write the images as uint8 NHWC 'x' in an .npz")
     p.add_argument("--png-dir", default=None, help="also write one PNG per image into this folder")
     p.add_argument(
@@ -165,7 +196,7 @@ def _sampler_options(p) -> None:
     """The samplers' own options (each sampler takes the ones that apply to it)."""
     p.add_argument(
         "--eta",
-        type=float,
+        type=_finite,
         default=None,
         help="noise: ddim eta in [0, 1], dpm++2m eta >= 0 (default 0: deterministic; dpm++2m at 1: SDE-DPM-Solver++)",
     )
@@ -214,7 +245,7 @@ def _guidance_options(p) -> None:
     )
     p.add_argument(
         "--guidance",
-        type=float,
+        type=_finite,
         default=0.0,
         help="classifier-free guidance weight w: eps = (1 + w) eps(x, y) - w eps(x, null); "
         "w = 0 is the conditional model, w is 'guidance scale' - 1",
@@ -234,6 +265,8 @@ def _interval(text: str) -> tuple[float, float]:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected LO,HI (two numbers), got {text!r}") from None
+    if not 0 <= lo < hi:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected noise levels 0 <= LO < HI (HI may be inf), got {text!r}")
     return lo, hi
 
 
@@ -263,7 +296,7 @@ def _labels(label: str | None, model, n: int, per_class: int | None = None):
 
 
 def _metrics_options(p) -> None:
-    p.add_argument("--n", type=int, default=2048, help="images per set (quote FID with its n)")
+    p.add_argument("--n", type=COUNT, default=2048, help="images per set (quote FID with its n)")
     p.add_argument(
         "--metrics",
         default="fid,kid",
@@ -272,7 +305,7 @@ def _metrics_options(p) -> None:
         "accuracy: how often that classifier agrees with the requested class)",
     )
     p.add_argument("--no-floor", dest="floor", action="store_false", help="skip the real-vs-real floor")
-    p.add_argument("--inception-batch", type=int, default=None, help="default: 4 on CPU, 200 on GPU")
+    p.add_argument("--inception-batch", type=COUNT, default=None, help="default: 4 on CPU, 200 on GPU")
     p.add_argument("--device", default="cpu")
 
 
@@ -330,8 +363,7 @@ def _cmd_eval(args) -> None:
         default = Path(f"{args.ckpt.replace(':', '-')}-{name}")
     else:
         default = Path(args.ckpt) / name
-    out = Path(args.out) if args.out else default
-    save_npz(images, out, labels)
+    out = save_npz(images, Path(args.out) if args.out else default, labels)
     print(f"samples: {out}", file=sys.stderr)
     _score(args, str(out), reference, {"nfe": count["images"] / n})  # network evaluations per sample
 
@@ -365,10 +397,13 @@ def _cmd_train(args) -> None:
 
 def _cmd_sample(args) -> None:
     from .model import load
-    from .viz import save_grid, save_npz, save_trajectory
+    from .viz import npz_path, save_grid, save_npz, save_trajectory
 
     if args.ckpt is None:
         print("no --ckpt: sampling the MNIST model shipped with tinydiff (pretrained:mnist)", file=sys.stderr)
+    outputs = [args.out, args.npz and npz_path(args.npz), args.trajectory, args.png_dir and Path(args.png_dir) / "x"]
+    for path in filter(None, outputs):  # before sampling: a path that cannot be written fails now, not after
+        _writable_folder(Path(path).parent)
     model = load(args.ckpt, device=args.device)
     labels, n = _labels(args.label, model, args.n, args.per_class)
     nrow = args.per_class if args.label == "all" and args.nrow is None else args.nrow
@@ -386,12 +421,21 @@ def _cmd_sample(args) -> None:
         gif, strip = save_trajectory(states, predictions, args.trajectory)
         print(f"trajectory: {gif} {strip}")
     if args.npz:
-        save_npz(images, args.npz, labels)
-        print(f"npz: {args.npz}")
+        print(f"npz: {save_npz(images, args.npz, labels)}")
     if args.png_dir:
         for i, image in enumerate(images):
             save_grid(image[None], Path(args.png_dir) / f"{i:05d}.png", padding=0, scale=1)
         print(f"pngs: {args.png_dir}")
+
+
+def _writable_folder(folder: Path) -> None:
+    """Create ``folder`` if needed; a TinydiffError if it cannot be made or written into."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TinydiffError(f"cannot create the folder {folder} for the output ({err.strerror or err})") from None
+    if not os.access(folder, os.W_OK):
+        raise TinydiffError(f"cannot write into {folder}")
 
 
 def _images(spec: str, n: int | None = None, pick: list[int] | None = None):
@@ -434,15 +478,18 @@ def _cmd_invert(args) -> None:
 
     from .api import check_images, decode, invert
     from .model import load
+    from .viz import npz_path
 
+    out = npz_path(args.out)
+    _writable_folder(out.parent)
     model = load(args.ckpt, device=args.device)
     data = _images(args.images, args.n)
     check_images(data.images, model, f"images of {args.images}")
     latents = invert(model, data.images, steps=args.steps, spacing=args.spacing, progress=True)
     back = decode(model, latents, steps=args.steps, spacing=args.spacing)
     mse = (back.cpu() - (data.images.float() / 127.5 - 1)).pow(2).mean().item()
-    np.savez(args.out, z=latents.cpu().numpy(), steps=args.steps, spacing=args.spacing)
-    print(f"latents: {args.out} ({len(latents)} x {tuple(latents.shape[1:])}, S = {args.steps})")
+    np.savez(out, z=latents.cpu().numpy(), steps=args.steps, spacing=args.spacing)
+    print(f"latents: {out} ({len(latents)} x {tuple(latents.shape[1:])}, S = {args.steps})")
     print(f"reconstruction MSE per dimension (decoded with DDIM, S = {args.steps}): {mse:.6f}")
 
 
@@ -520,8 +567,8 @@ def _latent_parsers(sub, common) -> None:
     p = sub.add_parser("invert", parents=[common], help="DDIM inversion: images -> latents x_T (.npz)")
     p.add_argument("--ckpt", required=True)
     p.add_argument("--images", required=True, help="an .npz, an image folder or a dataset spec (mnist:test)")
-    p.add_argument("--n", type=int, default=None, help="the first n images (default: all)")
-    p.add_argument("--steps", type=int, default=50, help="trajectory length S (S network calls each way)")
+    p.add_argument("--n", type=COUNT, default=None, help="the first n images (default: all)")
+    p.add_argument("--steps", type=COUNT, default=50, help="trajectory length S (S network calls each way)")
     p.add_argument("--spacing", default="uniform")
     p.add_argument("--out", default="latents.npz", help="writes z (float32 [N, C, H, W]), steps, spacing")
     p.add_argument("--device", default="cpu")
@@ -533,10 +580,10 @@ def _latent_parsers(sub, common) -> None:
         p = sub.add_parser(name, parents=[common], help=helptext)
         p.add_argument("--ckpt", required=True)
         p.add_argument("--images", required=name == "merge", help="images to invert: .npz, folder or dataset spec")
-        p.add_argument("--pick", type=int, nargs=2, default=[0, 1], metavar=("I", "J"), help="which two images")
-        p.add_argument("--frames", type=int, default=9, help="mixing weights from 0 to 1")
-        p.add_argument("--steps", type=int, default=50)
-        p.add_argument("--seed", type=int, default=0, help="interpolate without --images: seed of the two x_T")
+        p.add_argument("--pick", type=_integer(0), nargs=2, default=[0, 1], metavar=("I", "J"), help="which two images")
+        p.add_argument("--frames", type=COUNT, default=9, help="mixing weights from 0 to 1")
+        p.add_argument("--steps", type=COUNT, default=50)
+        p.add_argument("--seed", type=SEED, default=0, help="interpolate without --images: seed of the two x_T")
         p.add_argument("--out", default=f"{name}.png")
         p.add_argument("--device", default="cpu")
         p.set_defaults(func=func)
@@ -544,7 +591,9 @@ def _latent_parsers(sub, common) -> None:
     p.add_argument("experiment", choices=["reconstruction", "consistency", "guidance"])
     p.add_argument("--ckpt", required=True)
     p.add_argument("--out", default="results", help="directory for the tables (.md, .json) and figures")
-    p.add_argument("--n", type=int, default=1000, help="images: reconstruction (test images), guidance (samples per w)")
+    p.add_argument(
+        "--n", type=COUNT, default=1000, help="images: reconstruction (test images), guidance (samples per w)"
+    )
     p.add_argument("--steps", default=None, help="comma-separated S (reconstruction, consistency); guidance: one S")
     p.add_argument("--weights", default=None, help="guidance weights, comma-separated (default 0,0.5,1,2,4)")
     p.add_argument("--sampler", default="ddim", help="guidance: the sampler (its network evaluations are counted: nfe)")
@@ -557,16 +606,23 @@ def _latent_parsers(sub, common) -> None:
         metavar="LO,HI",
         help="guidance: guide only at noise levels sigma in (LO, HI] (as in sample and eval)",
     )
-    p.add_argument("--per-row", type=int, default=8, help="images per grid row")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-row", type=COUNT, default=8, help="images per grid row")
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_reproduce)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad option reported in one line (and where to read about it) instead of the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
-    parser = argparse.ArgumentParser(prog="tinydiff", parents=[common], description=__doc__.splitlines()[0])
+    parser = _Parser(prog="tinydiff", parents=[common], description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fetch", parents=[common], help="download, verify and cache datasets")
     p.add_argument("datasets", nargs="+", choices=["mnist", "fashion-mnist", "digits", "inception"])
@@ -583,9 +639,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, help="a run or checkpoint directory, or pretrained:mnist")
     p.add_argument("--ref", default=None, help="reference set (default: the checkpoint's training data)")
     p.add_argument("--sampler", default="ddim")
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--steps", type=COUNT, default=50)
     _sampler_options(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     _guidance_options(p)
     p.add_argument("--out", default=None, help="where to write the samples (.npz)")
     _metrics_options(p)

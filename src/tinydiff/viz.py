@@ -18,12 +18,21 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 def save_npz(images: torch.Tensor, path: str | Path, labels: torch.Tensor | None = None) -> Path:
     """Write images as uint8 NHWC under the key ``x`` (the layout other FID tools read too) and,
-    for class-conditional samples, their requested classes as ``y``."""
+    for class-conditional samples, their requested classes as ``y``; returns the file written
+    (``path`` with .npz appended if it lacks it, as numpy does)."""
+    path = npz_path(path)
     arrays = {"x": to_uint8(images).cpu().permute(0, 2, 3, 1).numpy()}
     if labels is not None:
         arrays["y"] = labels.cpu().numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
-    return Path(path)
+    return path
+
+
+def npz_path(path: str | Path) -> Path:
+    """The file numpy.savez writes for ``path``: .npz is appended unless it is there."""
+    path = Path(path)
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
 
 def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:

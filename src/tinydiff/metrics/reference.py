@@ -89,6 +89,8 @@ def score(
     (draw 0 vs draw 1 of B) beside every figure."""
     from . import compare
 
+    if type(n) is not int or n < 2:  # a covariance needs two images
+        raise TinydiffError(f"the number of images per set must be an integer >= 2, got {n!r}")
     same = str(spec_a) == str(spec_b)
     index_a = 1 if same else 0
     feature_metrics = [m for m in metrics if m not in ("is", "acc")]
