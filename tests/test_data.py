@@ -460,6 +460,7 @@ def test_inception_weights_are_verified_on_use(fake_weights, tmp_path, capsys):
     assert inception.fetch_inception(log=lambda m: None) == path and len(fake_weights) == 2  # intact: kept
     inception.fetch_inception(log=lambda m: None, force=True)
     assert len(fake_weights) == 3
+    assert main(["fetch", "inception", "--force"]) == 0 and len(fake_weights) == 4  # the command re-fetches too
 
 
 def test_inception_weights_without_a_record_are_checked_against_the_known_hash(fake_weights, tmp_path):

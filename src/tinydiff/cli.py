@@ -314,7 +314,7 @@ def _cmd_fetch(args) -> None:
     from .metrics.inception import fetch_inception
 
     for name in args.datasets:
-        print(fetch_inception() if name == "inception" else fetch(name, force=args.force))
+        print(fetch_inception(force=args.force) if name == "inception" else fetch(name, force=args.force))
 
 
 def _score(args, spec_a: str, spec_b: str, sampling: dict | None = None) -> dict:
