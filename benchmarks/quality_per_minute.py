@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 import tinydiff
+from tinydiff.checkpoint import load_trainer_state, resolve_checkpoint
 from tinydiff.metrics.inception import InceptionFeatures
 from tinydiff.metrics.reference import score
-from tinydiff.training.checkpoint import load_trainer_state, resolve_checkpoint
 from tinydiff.viz import save_npz
 
 # name -> train options beyond the shared ones; "nano" is tinydiff's default U-Net (the winner of

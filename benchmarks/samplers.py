@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
+from tinydiff.denoiser import as_denoiser
 from tinydiff.nets.foreign import DiffusersUNet
-from tinydiff.objectives import as_denoiser
 from tinydiff.samplers import SAMPLERS, timesteps
 from tinydiff.schedule import NoiseSchedule, broadcast
 

@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import cpu
 
 RECIPE = ["--data", "digits", "--preset", "nano", "--log-every", "1", "--sample-grid", "0", "--no-progress"]
 RECIPE += ["--lr-schedule", "constant", "--device", "cpu"]  # a constant rate: --steps may change on resume
@@ -41,7 +42,7 @@ def tinydiff(*args: str) -> list[str]:
 
 
 def newest_step(run: Path) -> int:
-    from tinydiff.training.checkpoint import list_checkpoints
+    from tinydiff.checkpoint import list_checkpoints
 
     found = list_checkpoints(run)
     return int(found[-1].name.split("-")[1]) if found else 0
@@ -162,7 +163,7 @@ def main(argv=None) -> None:
     print("| " + " | ".join(str(c) for c in cells) + " |")
     if args.json:
         meta = dict(command=" ".join(sys.argv), recipe=RECIPE + extra, ckpt_every=args.ckpt_every)
-        meta.update(max_delay_s=args.max_delay, seed=args.seed, machine=platform.processor())
+        meta.update(max_delay_s=args.max_delay, seed=args.seed, machine=cpu())
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(dict(meta=meta, result=row, kills=kills), indent=1) + "\n")
     if not (row["newest_always_loaded"] and row["log_one_record_per_step"] and same["model"] and same["ema"]):

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from machine import cpu
 
 # The shipped MNIST model's recipe (docs/RESULTS.md); extra flags after `--` replace or add to it.
 RECIPE = ["--conditional", "--preset", "nano", "--schedule", "cosine", "--amp"]
@@ -62,7 +63,7 @@ def main(argv=None) -> None:
         steps_per_s = r["images_per_s"] / r["batch_size"]
         print(f"| {r['nproc']} | {r['batch_size']} | {r['images_per_s']:.1f} | {ratio} | {steps_per_s:.2f} |")
     if args.json:
-        meta = dict(command=" ".join(sys.argv), recipe=RECIPE + extra, steps=args.steps, machine=platform.processor())
+        meta = dict(command=" ".join(sys.argv), recipe=RECIPE + extra, steps=args.steps, machine=cpu())
         Path(args.json).write_text(json.dumps(dict(meta=meta, rows=rows), indent=1) + "\n")
 
 

@@ -4,11 +4,10 @@ import json
 import pytest
 import torch
 
-from tinydiff import load
+from tinydiff import checkpoint, load
+from tinydiff.checkpoint import list_checkpoints, resolve_checkpoint, save_checkpoint
 from tinydiff.errors import TinydiffError
 from tinydiff.nets import build_net, net_config
-from tinydiff.training import checkpoint
-from tinydiff.training.checkpoint import list_checkpoints, resolve_checkpoint, save_checkpoint
 
 CONFIG = {
     "net": net_config("unet", "tiny", (1, 8, 8)),
@@ -87,7 +86,7 @@ def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 
 def test_export_keeps_what_sampling_needs(tmp_path):
-    from tinydiff.training.checkpoint import export_model
+    from tinydiff.checkpoint import export_model
 
     _, _, ema = _save(tmp_path / "run", 4)
     out = export_model(tmp_path / "run", tmp_path / "model")

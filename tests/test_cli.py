@@ -162,3 +162,33 @@ def test_balanced_labels_cycle_through_the_classes(npz, tmp_path):
     assert labels.bincount(minlength=10).tolist() == [3, 3, 3, 2, 2, 2, 2, 2, 2, 2]
     train_tiny(npz, tmp_path / "run", steps=1)  # unconditional
     assert tinydiff.load(tmp_path / "run").balanced_labels(5) is None
+
+
+def test_train_flags_are_the_fields_of_trainconfig_with_its_defaults():
+    from dataclasses import asdict, fields
+
+    from tinydiff.cli import build_parser
+    from tinydiff.config import TrainConfig
+
+    args = build_parser().parse_args(["train"])
+    assert {f.name: getattr(args, f.name) for f in fields(TrainConfig)} == asdict(TrainConfig())
+    flags = "train --no-time --no-clip-aware-loss --amp --channel-mults 1,2 --minutes 2.5 --subset 7".split()
+    args = build_parser().parse_args(flags)
+    assert (args.use_time, args.clip_aware_loss, args.amp) == (False, False, True)
+    assert (args.channel_mults, args.minutes, args.subset) == ([1, 2], 2.5, 7)
+
+
+def test_the_class_label_policy_of_the_api():
+    import tinydiff
+    from tinydiff.api import class_labels
+    from tinydiff.errors import TinydiffError
+
+    model = tinydiff.load("pretrained:mnist")  # conditional, 10 classes
+    assert class_labels(model, None, 4) == (None, 4) and class_labels(model, "none", 4) == (None, 4)
+    labels, n = class_labels(model, "all", 4, per_class=2)
+    assert n == 20 and labels.tolist() == [c for c in range(10) for _ in range(2)]
+    assert class_labels(model, "all", 12)[0].tolist() == [*range(10), 0, 1]
+    assert class_labels(model, 3, 2)[0].tolist() == [3, 3] and class_labels(model, "7", 1)[0].tolist() == [7]
+    for bad in ("three", 2.5, True):
+        with pytest.raises(TinydiffError, match="--class must be a class index"):
+            class_labels(model, bad, 2)

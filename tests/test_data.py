@@ -14,12 +14,13 @@ import torch
 from helpers import digit_like_images
 from PIL import Image
 
+from tinydiff import files
+from tinydiff.checkpoint import save_checkpoint
 from tinydiff.cli import main
 from tinydiff.data import ImageData, datasets, fetch, load_dataset
 from tinydiff.errors import TinydiffError
 from tinydiff.metrics import inception, reference
 from tinydiff.nets import build_net, net_config
-from tinydiff.training.checkpoint import save_checkpoint
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -411,12 +412,12 @@ def test_altered_cache_of_the_same_size_is_found(fake_mnist, tmp_path):
     stat = path.stat()
     path.write_bytes(bytes(data))
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a later write has a later mtime
-    assert fetch.check_cache(path) == "corrupt"
+    assert files.check_cache(path) == "corrupt"
     with pytest.raises(TinydiffError, match="tinydiff fetch mnist --force"):
         load_dataset("mnist")
     data[-200] ^= 1
     path.write_bytes(bytes(data))  # restored
-    assert fetch.check_cache(path) == "ok" and len(fake_mnist) == 1
+    assert files.check_cache(path) == "ok" and len(fake_mnist) == 1
 
 
 def test_dataset_cache_without_a_record_is_adopted_if_it_reads(fake_mnist, tmp_path):
@@ -467,7 +468,7 @@ def test_inception_weights_without_a_record_are_checked_against_the_known_hash(f
     path = tmp_path / "cache" / "inception-2015-12-05-fid.pt"
     path.parent.mkdir()
     path.write_bytes(bytes(range(256)) * 4)
-    assert fetch.check_cache(path, inception.WEIGHTS_SHA256) == "ok"
+    assert files.check_cache(path, inception.WEIGHTS_SHA256) == "ok"
     path.with_name(path.name + ".sha256").unlink()
     path.write_bytes(bytes(1024))
     with pytest.raises(TinydiffError, match="is corrupt"):

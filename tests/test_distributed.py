@@ -14,10 +14,10 @@ import torch
 from helpers import digit_like_images
 
 from tinydiff import load
-from tinydiff.cli import _without_nproc
+from tinydiff.checkpoint import list_checkpoints
+from tinydiff.cli.train import without_nproc
 from tinydiff.errors import TinydiffError
 from tinydiff.training import TrainConfig, Trainer
-from tinydiff.training.checkpoint import list_checkpoints
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built")
 
@@ -135,8 +135,8 @@ def _state(pid: int) -> str:
 
 
 def test_without_nproc_strips_both_spellings():
-    assert _without_nproc(["--nproc", "2", "--steps", "3"]) == ["--steps", "3"]
-    assert _without_nproc(["--steps", "3", "--nproc=4"]) == ["--steps", "3"]
+    assert without_nproc(["--nproc", "2", "--steps", "3"]) == ["--steps", "3"]
+    assert without_nproc(["--steps", "3", "--nproc=4"]) == ["--steps", "3"]
 
 
 def test_the_global_batch_must_split_over_processes_and_micro_batches(npz, tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Class-conditional training and classifier-free guidance (samplers/guidance.py)."""
+"""Class-conditional training and classifier-free guidance (denoiser.py)."""
 
 import numpy as np
 import pytest
@@ -7,9 +7,9 @@ from helpers import digit_like_images, random_unet
 
 from tinydiff import load, sample
 from tinydiff.cli import main
+from tinydiff.denoiser import as_denoiser, check_labels, guided_denoiser, to_eps_x0
 from tinydiff.errors import TinydiffError
-from tinydiff.objectives import as_denoiser, drop_labels, to_eps_x0
-from tinydiff.samplers.guidance import check_labels, guided_denoiser
+from tinydiff.objectives import drop_labels
 from tinydiff.schedule import NoiseSchedule
 from tinydiff.training import TrainConfig, Trainer
 
@@ -171,7 +171,7 @@ def test_reproduce_guidance_with_an_interval(conditional_run, labelled_npz, tmp_
 
     monkeypatch.setattr(tinydiff.metrics.inception, "InceptionFeatures", lambda *a, **k: _PixelFeatures())
     args = ["reproduce", "guidance", "--ckpt", str(conditional_run), "--ref", labelled_npz, "--n", "20"]
-    args += ["--steps", "2", "--weights", "0,2", "--per-row", "2", "--out", str(tmp_path / "out")]
+    args += ["--steps", "2", "--guidance-weights", "0,2", "--per-row", "2", "--out", str(tmp_path / "out")]
     assert main([*args, "--guidance-interval", "0,1e9"]) == 0
     rows = json.loads((tmp_path / "out" / "guidance.json").read_text())
     assert [(r["w"], r["nfe"], r.get("guidance_interval")) for r in rows] == [(0, 2, None), (2, 4, [0, 1e9])]

@@ -1,15 +1,8 @@
 import pytest
 import torch
 
-from tinydiff.objectives import (
-    PREDICTIONS,
-    as_denoiser,
-    diffusion_loss,
-    loss_weight,
-    sample_timesteps,
-    target,
-    to_eps_x0,
-)
+from tinydiff.denoiser import PREDICTIONS, as_denoiser, to_eps_x0
+from tinydiff.objectives import diffusion_loss, loss_weight, sample_timesteps, target
 from tinydiff.schedule import NoiseSchedule
 
 

@@ -25,11 +25,11 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from tinydiff import load
+from tinydiff.checkpoint import RunLock, list_checkpoints, resolve_checkpoint, save_checkpoint
 from tinydiff.cli import main
 from tinydiff.errors import TinydiffError
 from tinydiff.nets import build_net, net_config
 from tinydiff.training import TrainConfig, Trainer
-from tinydiff.training.checkpoint import RunLock, list_checkpoints, resolve_checkpoint, save_checkpoint
 
 FUZZ_EXAMPLES = 200  # config.json cases tried by the fuzz test (about 10 s on one core)
 

@@ -152,7 +152,7 @@ def test_bad_options():
 def test_a_diffusers_unet_plugs_into_every_sampler():
     """Any network is sampled through the (eps, x0) denoiser wrapper, e.g. a diffusers UNet2DModel."""
     diffusers = pytest.importorskip("diffusers")
-    from tinydiff.objectives import as_denoiser
+    from tinydiff.denoiser import as_denoiser
 
     torch.manual_seed(0)
     unet = diffusers.UNet2DModel(

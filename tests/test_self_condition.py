@@ -1,4 +1,4 @@
-"""Self-conditioning (objectives.py, Chen et al. 2022): the network's own x0 estimate as an input."""
+"""Self-conditioning (objectives.py, denoiser.py; Chen et al. 2022): the network's own x0 estimate as an input."""
 
 import json
 
@@ -9,9 +9,10 @@ from helpers import digit_like_images, random_unet
 
 from tinydiff import load, sample
 from tinydiff.cli import main
+from tinydiff.denoiser import PREDICTIONS, to_eps_x0
 from tinydiff.errors import TinydiffError
 from tinydiff.model import DiffusionModel
-from tinydiff.objectives import PREDICTIONS, diffusion_loss, to_eps_x0
+from tinydiff.objectives import diffusion_loss
 from tinydiff.schedule import NoiseSchedule
 from tinydiff.training import TrainConfig, Trainer, trainer
 

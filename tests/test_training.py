@@ -12,11 +12,11 @@ import torch
 from helpers import digit_like_images
 
 from tinydiff import load
+from tinydiff.checkpoint import list_checkpoints
 from tinydiff.cli import main
 from tinydiff.errors import TinydiffError
 from tinydiff.schedule import NoiseSchedule
 from tinydiff.training import TrainConfig, Trainer, trainer
-from tinydiff.training.checkpoint import list_checkpoints
 from tinydiff.training.ema import EMA
 
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .config import TrainConfig
+from .denoiser import check_labels
 from .errors import TinydiffError
 from .model import DiffusionModel, load
 from .samplers import get_sampler
 from .samplers import timesteps as default_timesteps
 from .samplers.base import pairs
-from .samplers.guidance import check_labels
 from .samplers.inversion import invert as ddim_invert
-from .training import TrainConfig, Trainer, distributed
 from .viz import save_grid
 
 
@@ -29,6 +29,8 @@ def train(
     Writes ``out/ckpt-*/``, ``out/log.jsonl`` and, unless ``sample_grid=0``, a grid of EMA
     samples (DDIM, 50 steps) as ``out/samples.png``.
     """
+    from .training import Trainer, distributed  # here: sampling and loading never import training
+
     config = TrainConfig(data=data, out=str(out), **options)
     with distributed.session(config.device) as ctx:  # a process group when started by torchrun
         ckpt = Trainer(config, resume=resume).run(progress=progress)
@@ -67,7 +69,8 @@ def sample(
     x_T for all n images is drawn first from a generator seeded with ``seed``, so deterministic
     samplers (DDIM, eta = 0) give the same images whatever ``batch_size``. ``options`` go to
     the sampler (e.g. eta, clip_x0, variance). ``progress`` shows a bar of sampler steps.
-    ``labels`` (an int, a sequence or a tensor of n class labels) samples a conditional model
+    ``labels`` (an int, a sequence or a tensor of n class labels; :func:`class_labels` makes them
+    for every class in turn or in the training data's proportions) samples a conditional model
     with classifier-free guidance weight ``guidance`` (eps = (1 + w) eps_c - w eps_null), applied
     only at noise levels sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) in ``guidance_interval`` =
     (sigma_lo, sigma_hi] if one is given (Kynkaanniemi et al. 2024); without
@@ -101,8 +104,6 @@ def sample(
             raise ValueError(f"x_T holds {len(x_T)} latents for n = {n}")
     if labels is not None:
         labels = check_labels(labels, model.num_classes, n)
-    if guidance and labels is None:
-        raise TinydiffError("guidance needs class labels")
     batches = x_T.split(batch_size)
     label_batches = [None] * len(batches) if labels is None else labels.split(batch_size)
     bar = tqdm(
@@ -131,6 +132,35 @@ def sample(
     ]
     bar.close()
     return torch.cat(chunks).clamp(-1, 1)
+
+
+def class_labels(
+    model: DiffusionModel, which: str | int | None, n: int, *, per_class: int | None = None
+) -> tuple[torch.Tensor | None, int]:
+    """The class labels to sample ``model`` with, and how many images that makes.
+
+    which: None or "none": no labels (a conditional model samples its null class); "all": every
+    class in turn, n labels cycling through them, or ``per_class`` images of each class in order
+    (K * per_class images, a grid row per class); "data": n labels in the proportions of the classes
+    of the training data (config.json's data.spec); a class index (an int or its string): that class
+    for every image.
+    """
+    if which is None or which == "none":
+        return None, n
+    if not model.num_classes:
+        raise TinydiffError("this model is not class-conditional (trained without --conditional): drop --class")
+    if which == "data":  # the training data's class frequencies, p(y)
+        from .data import load_dataset
+
+        return load_dataset(model.config["data"]["spec"]).labels_like(n), n
+    if which == "all":
+        if per_class is not None:
+            return torch.arange(model.num_classes).repeat_interleave(per_class), model.num_classes * per_class
+        return model.balanced_labels(n), n
+    try:
+        return torch.full((n,), which if type(which) is int else int(str(which))), n
+    except ValueError:
+        raise TinydiffError(f"--class must be a class index, 'all', 'data' or 'none', got {which!r}") from None
 
 
 def check_images(images: torch.Tensor, model: DiffusionModel, what: str = "images") -> torch.Tensor:

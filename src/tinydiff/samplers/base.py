@@ -3,7 +3,7 @@ seeded noise.
 
 A sampler is a pure function
     sample(denoise, schedule, x_T, timesteps, *, generator=None, callback=None, **options) -> x_0
-where ``denoise(x_t, t) -> (eps, x0)`` (see :func:`tinydiff.objectives.as_denoiser`), ``timesteps``
+where ``denoise(x_t, t) -> (eps, x0)`` (see :mod:`tinydiff.denoiser`), ``timesteps``
 is the trajectory tau, a decreasing sequence of integer timesteps (the sampler steps from each to
 the next and from the last to -1, clean data; ``samplers.timesteps`` makes one from a length and a
 spacing), and ``callback(i, t, x_t, x0_pred)`` is called after step i with the new x_t and the x0
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..objectives import Denoiser, clip_prediction
+from ..denoiser import Denoiser, clip_prediction
 from ..schedule import NoiseSchedule
 
 

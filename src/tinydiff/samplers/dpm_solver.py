@@ -35,7 +35,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..objectives import Denoiser
+from ..denoiser import Denoiser
 from ..schedule import NoiseSchedule
 from .base import noise_like, pairs, predict
 

@@ -42,7 +42,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..objectives import Denoiser
+from ..denoiser import Denoiser, clip_prediction
 from ..schedule import NoiseSchedule
 from .base import pairs, predict
 
@@ -60,8 +60,7 @@ def _phi(x: torch.Tensor, eps: torch.Tensor, a: float, a_prev: float, clip_x0: b
     clip_x0 the x0 it implies is clipped to [-1, 1] (and eps recomputed), as every prediction is."""
     x0 = (x - math.sqrt(1 - a) * eps) / math.sqrt(a)  # DDIM eq. 12 "predicted x0"
     if clip_x0:
-        x0 = x0.clamp(-1, 1)
-        eps = (x - math.sqrt(a) * x0) / math.sqrt(1 - a)  # DDPM eq. 4 solved for eps
+        eps, x0 = clip_prediction(x, x0, a)
     return math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * eps  # + "direction pointing to x_t"
 
 

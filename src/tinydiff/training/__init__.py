@@ -1,4 +1,6 @@
-"""Training: the loop (trainer.py), checkpoints (checkpoint.py), weight averaging (ema.py)."""
+"""Training: the loop (trainer.py), weight averaging (ema.py), data-parallel processes (distributed.py).
+
+The options of a run are tinydiff.config.TrainConfig; checkpoints are tinydiff.checkpoint."""
 
 from .trainer import TrainConfig, Trainer
 

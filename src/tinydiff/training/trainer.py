@@ -7,7 +7,7 @@ the global RNG (dropout) and the optimizer, is saved in every checkpoint. Resumi
 k therefore continues bit-for-bit as the uninterrupted run would (on the same device and
 thread count).
 
-Run safety: every field of the config is checked before anything is built (:func:`_validate`); one
+Run safety: every field of the config is checked before anything is built (config.validate); one
 training at a time writes a run directory (checkpoint.RunLock, held from the constructor to the
 end of :meth:`Trainer.run`); SIGTERM or SIGINT ends the current step, writes a checkpoint and
 exits 143 or 130; ``log.jsonl`` is only appended to, and resuming never needs it to parse.
@@ -25,117 +25,25 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from .. import __version__
+from ..checkpoint import RunLock, list_checkpoints, load_trainer_state, load_weights, read_config, save_checkpoint
+from ..config import RESUMABLE_CHANGES, TrainConfig, validate
 from ..data import ImageData, load_dataset
 from ..errors import TinydiffError
-from ..nets import NET_KINDS, build_net, net_config
-from ..nets.unet import PRESETS
-from ..objectives import PREDICTIONS, TIMESTEP_SAMPLINGS, WEIGHTINGS, diffusion_loss, drop_labels, sample_timesteps
-from ..schedule import SCHEDULES, NoiseSchedule
+from ..nets import build_net, net_config
+from ..objectives import diffusion_loss, drop_labels, sample_timesteps
+from ..schedule import NoiseSchedule
 from . import distributed
-from .checkpoint import (
-    MAX_TIMESTEPS,
-    RunLock,
-    list_checkpoints,
-    load_trainer_state,
-    load_weights,
-    read_config,
-    save_checkpoint,
-)
 from .ema import EMA
 
 LOSS_BUCKETS = 10  # loss_t is reported as the mean loss in 10 equal bands of timesteps
-LR_SCHEDULES = ("constant", "cosine", "linear")  # after warm-up: see learning_rate
 LOG_FILE = "log.jsonl"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # finish the step, checkpoint, exit 128 + signal number
-MAX_SEED = 2**32 - 1
-
-
-@dataclass
-class TrainConfig:
-    data: str = "mnist"
-    out: str = "runs/mnist"
-    net: str = "unet"
-    preset: str = "nano"  # the U-Net that won the 60-minute runs (nets/unet.py, docs/RESULTS.md)
-    channels: int | None = None  # U-Net base width; None: the preset's
-    channel_mults: list[int] | None = None  # U-Net width of each resolution level / channels; None: the preset's
-    steps: int = 2000
-    batch_size: int = 64
-    lr: float = 2e-3
-    warmup: int = 100
-    # constant | cosine | linear (both decay to 0 at `steps` or at the --minutes budget). The shipped models used
-    # cosine over 60 minutes; as the default it made `make demo` (750 steps) worse, FID 54.1 vs
-    # 44.0 (docs/RESULTS.md), so constant stays the default.
-    lr_schedule: str = "constant"
-    weight_decay: float = 0.0
-    # Noise schedule: cosine (Nichol & Dhariwal 2021) gave FID 9.51 against 9.99 for DDPM's linear
-    # betas in the 60-minute MNIST runs (docs/RESULTS.md). `make demo` pins linear, as measured.
-    schedule: str = "cosine"
-    timesteps: int = 1000
-    # The schedule's SNR multiplied by this at every timestep (schedule.scale_snr; "simple diffusion"'s
-    # shift for small images). 5.2, its value for 28x28, lost 0.35 and 0.40 FID in the 60-minute run
-    # (docs/RESULTS.md), so 1: the schedule as published.
-    snr_scale: float = 1.0
-    # v-prediction with min-SNR weighting: FID 42.5 vs 78.4 for eps/L_simple at equal compute on
-    # MNIST (docs/RESULTS.md, "Why v-prediction with min-SNR weighting is the default");
-    # prediction="eps", weighting="none" is DDPM's L_simple.
-    prediction: str = "v"
-    weighting: str = "min-snr"
-    # min-SNR's cap gamma (Hang et al. 2023 use 5). In the 60-minute MNIST run 20, 50 and 200 each scored better
-    # than 5, and 200 best: FID 6.94 and 6.90 over three draws for two training seeds, against 7.19 and 7.18, with
-    # the stochastic sampler (the ODE lost 0.29; docs/RESULTS.md, "min-SNR's cap beyond 20"). `make demo` pins 5.
-    snr_gamma: float = 200.0
-    timestep_sampling: str = "uniform"  # or "stratified" (low-discrepancy, objectives.sample_timesteps)
-    # No loss where the predicted x0 passes the bound of [-1, 1] that its target pixel sits on
-    # (objectives.diffusion_loss), so that the samplers' clip gives MNIST's exact background: 80 %
-    # of the pixels at 0 against 67 %, FID 7.06 against 7.74 in the 60-minute run (docs/RESULTS.md).
-    clip_aware_loss: bool = True
-    # Self-conditioning (objectives.py; Chen et al. 2022): the U-Net also sees its previous x0 estimate.
-    # In the 60-minute run it gained 1.0 FID with the ODE sampler but lost 1.5 at eta 3, and its best
-    # setting (7.44 over three draws) stayed behind the shipped model's (7.19; docs/RESULTS.md): off.
-    self_condition: bool = False
-    ema_decay: float = 0.999
-    grad_clip: float = 1.0  # the largest gradient norm (clip_grad_norm_); inf: no clipping
-    accumulate: int = 1
-    # bfloat16 autocast (1.76x the images/s of fp32 in the isolated step on a 2-core CPU with
-    # native bf16; 13 % more steps in a whole 60-minute run, at equal FID) and torch.compile (1.11x;
-    # compiling costs up to a minute once): benchmarks/train_speedups.py, docs/RESULTS.md.
-    # Not together: see AMP_WITH_COMPILE.
-    amp: bool = False
-    compile: bool = False
-    seed: int = 0
-    subset: int | None = None
-    hflip: bool = False
-    use_time: bool = True
-    dropout: float = 0.0
-    # Class-conditional training for classifier-free guidance (Ho & Salimans 2022): the label is
-    # replaced by the null class with probability p_uncond, so one network learns both eps(x, y)
-    # and eps(x, null).
-    conditional: bool = False
-    p_uncond: float = 0.1
-    # Wall-clock budget in minutes (None: none). Training stops at `steps` or when the budget is
-    # spent, whichever is first; the cosine learning rate then decays with the larger of the two
-    # fractions, so a budgeted run still ends at lr 0.
-    minutes: float | None = None
-    ckpt_every: int = 500
-    log_every: int = 25
-    keep: int = 2  # checkpoints kept (the newest); 0: all
-    sample_grid: int = 64  # images in the grid written at the end (0: none)
-    device: str = "auto"
-
-    def __post_init__(self):
-        if self.channel_mults is not None:  # a list, as it reads back from a checkpoint's JSON (resume compares them)
-            self.channel_mults = list(self.channel_mults)
-
-
-# Fields that may differ when a run is resumed; everything else must match the checkpoint.
-RESUMABLE_CHANGES = {"steps", "minutes", "out", "ckpt_every", "log_every", "keep", "sample_grid", "device", "compile"}
 
 
 # torch 2.13's inductor, given a network compiled under bf16 autocast, computes a backward pass in
@@ -148,117 +56,6 @@ AMP_WITH_COMPILE = (
     "--amp with --compile is refused on CPU: torch.compile's CPU backend computes zero gradients for "
     "most of the network under bf16 autocast (torch 2.13); use one of them"
 )
-
-
-def _count(low: int, high: float = math.inf) -> Callable[[object], bool]:
-    """An int (not a bool) in [low, high]."""
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
-
-
-def _real(accepts: Callable[[float], bool]) -> Callable[[object], bool]:
-    """A number (not a bool, not NaN) that ``accepts`` takes."""
-    return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and accepts(v)
-
-
-def _one_of(options) -> Callable[[object], bool]:
-    return lambda v: isinstance(v, str) and v in options
-
-
-def _or_none(accepts: Callable[[object], bool]) -> Callable[[object], bool]:
-    return lambda v: v is None or accepts(v)
-
-
-def _flag(v: object) -> bool:
-    return isinstance(v, bool)
-
-
-def _text(v: object) -> bool:
-    return isinstance(v, str) and v != ""
-
-
-def _device(v: object) -> bool:
-    return v == "auto" or (isinstance(v, str) and bool(torch.device(v).type))
-
-
-# Every field of TrainConfig: (field, its command-line option, accepts(value), what is allowed).
-OPTIONS: list[tuple[str, str, Callable[[object], bool], str]] = [
-    ("data", "--data", _text, "a dataset name, an .npz file or an image folder"),
-    ("out", "--out", _text, "a directory"),
-    ("net", "--net", _one_of(NET_KINDS), f"one of {', '.join(NET_KINDS)}"),
-    ("preset", "--preset", _one_of(PRESETS), f"one of {', '.join(PRESETS)}"),
-    ("channels", "--channels", _or_none(lambda v: _count(4)(v) and v % 4 == 0), "a positive multiple of 4"),
-    (
-        "channel_mults",
-        "--channel-mults",
-        _or_none(lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(map(_count(1), v))),
-        "positive integers, one per resolution level (e.g. 1,2,2)",
-    ),
-    ("steps", "--steps", _count(1), "an integer >= 1"),
-    ("batch_size", "--batch-size", _count(1), "an integer >= 1"),
-    ("lr", "--lr", _real(lambda v: 0 < v < math.inf), "positive and finite"),
-    ("warmup", "--warmup", _count(0), "an integer >= 0"),
-    ("lr_schedule", "--lr-schedule", _one_of(LR_SCHEDULES), f"one of {', '.join(LR_SCHEDULES)}"),
-    ("weight_decay", "--weight-decay", _real(lambda v: 0 <= v < math.inf), ">= 0 and finite"),
-    ("schedule", "--schedule", _one_of(SCHEDULES), f"one of {', '.join(SCHEDULES)}"),
-    ("timesteps", "--timesteps", _count(1, MAX_TIMESTEPS), f"an integer in [1, {MAX_TIMESTEPS}]"),
-    ("snr_scale", "--snr-scale", _real(lambda v: 0 < v < math.inf), "positive and finite"),
-    ("prediction", "--prediction", _one_of(PREDICTIONS), f"one of {', '.join(PREDICTIONS)}"),
-    ("weighting", "--weighting", _one_of(WEIGHTINGS), f"one of {', '.join(WEIGHTINGS)}"),
-    ("snr_gamma", "--snr-gamma", _real(lambda v: v > 0), "positive (inf: no cap)"),
-    (
-        "timestep_sampling",
-        "--timestep-sampling",
-        _one_of(TIMESTEP_SAMPLINGS),
-        f"one of {', '.join(TIMESTEP_SAMPLINGS)}",
-    ),
-    ("clip_aware_loss", "--clip-aware-loss", _flag, "True or False"),
-    ("self_condition", "--self-condition", _flag, "True or False"),
-    ("ema_decay", "--ema-decay", _real(lambda v: 0 <= v < 1), "in [0, 1)"),
-    ("grad_clip", "--grad-clip", _real(lambda v: v > 0), "> 0, the largest gradient norm (inf: no clipping)"),
-    ("accumulate", "--accumulate", _count(1), "an integer >= 1"),
-    ("amp", "--amp", _flag, "True or False"),
-    ("compile", "--compile", _flag, "True or False"),
-    ("seed", "--seed", _count(0, MAX_SEED), f"an integer in [0, {MAX_SEED}]"),
-    ("subset", "--subset", _or_none(_count(1)), "an integer >= 1 (None: every image)"),
-    ("hflip", "--hflip", _flag, "True or False"),
-    ("use_time", "--no-time", _flag, "True or False"),
-    ("dropout", "--dropout", _real(lambda v: 0 <= v < 1), "in [0, 1)"),
-    ("conditional", "--conditional", _flag, "True or False"),
-    ("p_uncond", "--p-uncond", _real(lambda v: 0 <= v < 1), "in [0, 1)"),
-    ("minutes", "--minutes", _or_none(_real(lambda v: v > 0)), "positive (None: no budget)"),
-    ("ckpt_every", "--ckpt-every", _count(1), "an integer >= 1"),
-    ("log_every", "--log-every", _count(1), "an integer >= 1"),
-    ("keep", "--keep", _count(0), "an integer >= 0 (0: keep every checkpoint)"),
-    ("sample_grid", "--sample-grid", _count(0), "an integer >= 0 (0: no grid)"),
-    ("device", "--device", _device, "auto, cpu, cuda, cuda:N or another torch device"),
-]
-
-
-def _validate(config: TrainConfig) -> None:
-    """Refuse a config that would fail later or train wrongly, before anything is built: a
-    TinydiffError of one line naming the command-line option and what it allows."""
-    for field, option, accepts, allowed in OPTIONS:
-        value = getattr(config, field)
-        if field == "preset" and config.net != "unet":
-            continue  # only the U-Net has presets
-        try:
-            ok = accepts(value)
-        except (TypeError, ValueError, RuntimeError):  # torch.device("bogus") raises RuntimeError
-            ok = False
-        if not ok:
-            raise TinydiffError(f"{option} must be {allowed}, got {value!r}")
-    if config.batch_size % config.accumulate:
-        raise TinydiffError(
-            f"--batch-size must be a multiple of --accumulate, got {config.batch_size} and {config.accumulate}"
-        )
-    if config.self_condition and config.net != "unet":
-        raise TinydiffError("--self-condition needs --net unet")
-    try:
-        NoiseSchedule.create(config.schedule, config.timesteps, config.snr_scale)
-    except ValueError as err:
-        raise TinydiffError(
-            f"--timesteps {config.timesteps} gives no valid --schedule {config.schedule} ({err}); use more timesteps"
-        ) from None
 
 
 def learning_rate(config: TrainConfig, step: int, elapsed_s: float = 0.0) -> float:
@@ -319,7 +116,7 @@ class Trainer:
     each computes its shard of every global batch, and rank 0 alone keeps the EMA and writes."""
 
     def __init__(self, config: TrainConfig, data: ImageData | None = None, resume: bool = False):
-        _validate(config)
+        validate(config)
         self.config = config
         self.out = Path(config.out)
         self.dist = distributed.context()

@@ -37,11 +37,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from ..data.fetch import atomic_write
-from ..errors import TinydiffError
-from ..nets import NET_KINDS, build_net
-from ..objectives import PREDICTIONS
-from ..schedule import SCHEDULES, NoiseSchedule
+from .config import TrainConfig
+from .denoiser import PREDICTIONS
+from .errors import TinydiffError
+from .files import atomic_write
+from .nets import NET_KINDS, build_net
+from .schedule import MAX_TIMESTEPS, SCHEDULES, NoiseSchedule
 
 try:
     import fcntl
@@ -215,12 +216,11 @@ class RunLock:
 LEGACY_VALUES = {"clip_aware_loss": False, "self_condition": False, "snr_scale": 1.0, "snr_gamma": 5.0}
 
 # Bounds on the sizes config.json may give (far beyond any trained model; they keep every size a
-# valid int64 and the noise schedule's tables small). A network's total size is bounded by its
+# valid int64; schedule.MAX_TIMESTEPS bounds T). A network's total size is bounded by its
 # weights file instead: build_checked.
 MAX_SIDE = 2**16  # image channels, height, width; network widths
 MAX_COUNT = 2**10  # resolution levels, blocks per level, heads, MLP depth
 MAX_CLASSES = 2**20
-MAX_TIMESTEPS = 100_000
 
 # A rule for a config.json value: (accepts(value), what is allowed, in words).
 Rule = tuple[Callable[[object], bool], str]
@@ -318,8 +318,9 @@ def _hint_rule(hint) -> Rule:
 
 @functools.cache
 def _train_rules() -> dict[str, Rule]:
-    from .trainer import TrainConfig  # here: trainer imports this module
-
+    """The rules of config.json's "train" section: each TrainConfig field's JSON type (config.py),
+    with ranges for the fields a loaded model reads. Checkpoints of runs with other options (older
+    or newer) load as long as the values they share have the right types."""
     hints = typing.get_type_hints(TrainConfig)
     return {name: TRAIN_RANGES.get(name) or _hint_rule(hint) for name, hint in hints.items()}
 

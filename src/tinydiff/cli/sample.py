@@ -1,0 +1,166 @@
+"""``tinydiff sample``, and the sampling flags that eval and reproduce share with it: the sampler's own
+options, the classes (--class) and classifier-free guidance (--guidance, --guidance-interval)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import COUNT, SEED, finite, writable_folder
+
+SAMPLER_OPTIONS = ("eta", "sigma_hat", "variance", "spacing", "clip_x0")
+
+
+def sampler_options(p: argparse.ArgumentParser) -> None:
+    """The samplers' own options (each sampler takes the ones that apply to it)."""
+    p.add_argument(
+        "--eta",
+        type=finite,
+        default=None,
+        help="noise: ddim eta in [0, 1], dpm++2m eta >= 0 (default 0: deterministic; dpm++2m at 1: SDE-DPM-Solver++)",
+    )
+    p.add_argument("--sigma-hat", action="store_true", default=None, help="DDIM with Table 1's sigma-hat noise")
+    p.add_argument("--variance", default=None, choices=["posterior", "beta"], help="DDPM sigma_t^2")
+    p.add_argument("--spacing", default=None, help="trajectory: uniform, leading, trailing, quadratic, logsnr")
+    p.add_argument(
+        "--no-clip",
+        dest="clip_x0",
+        action="store_false",
+        default=None,
+        help="do not clip x0 to [-1, 1] (a model trained with the clip-aware loss clips always)",
+    )
+
+
+def sampler_kwargs(args) -> dict:
+    """The samplers' own options that were given on the command line."""
+    return {k: getattr(args, k) for k in SAMPLER_OPTIONS if getattr(args, k) is not None}
+
+
+def interval(text: str) -> tuple[float, float]:
+    """An argparse type: LO,HI with 0 <= LO < HI (HI may be inf)."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two numbers), got {text!r}") from None
+    if not 0 <= lo < hi:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected noise levels 0 <= LO < HI (HI may be inf), got {text!r}")
+    return lo, hi
+
+
+def guidance_interval_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--guidance-interval",
+        type=interval,
+        default=None,
+        metavar="LO,HI",
+        help="guide only at noise levels sigma = sqrt((1 - alpha_bar_t) / alpha_bar_t) in (LO, HI] "
+        "(Kynkaanniemi et al. 2024); elsewhere the conditional model alone, one network evaluation per step",
+    )
+
+
+def guidance_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--class",
+        dest="label",
+        default=None,
+        help="conditional models: a class index, 'all' (every class, balanced), 'data' (classes in the training "
+        "data's proportions) or 'none' (the unconditional null class)",
+    )
+    p.add_argument(
+        "--guidance",
+        type=finite,
+        default=0.0,
+        help="classifier-free guidance weight w: eps = (1 + w) eps(x, y) - w eps(x, null); "
+        "w = 0 is the conditional model, w is 'guidance scale' - 1",
+    )
+    guidance_interval_option(p)
+
+
+def draw(args, model, n: int, labels, **more):
+    """n images of ``model`` with the sampling flags that sample and eval share (sampler, steps, seed,
+    the class labels, guidance and the sampler's own options); ``more`` goes to api.sample too."""
+    from ..api import sample
+
+    return sample(
+        model,
+        n,
+        sampler=args.sampler,
+        steps=args.steps,
+        seed=args.seed,
+        labels=labels,
+        guidance=args.guidance,
+        guidance_interval=args.guidance_interval,
+        **sampler_kwargs(args),
+        **more,
+    )
+
+
+def add_parser(sub, common) -> None:
+    p = sub.add_parser("sample", parents=[common], help="draw images from a checkpoint")
+    p.add_argument(
+        "--ckpt",
+        default=None,
+        help="a run directory (newest checkpoint) or a ckpt-* directory; default: the MNIST model shipped "
+        "with tinydiff (pretrained:mnist)",
+    )
+    p.add_argument("--sampler", default="ddim", help="ddpm, ddim, pndm, heun or dpm++2m")
+    p.add_argument(
+        "--steps",
+        type=COUNT,
+        default=None,
+        help="trajectory length S (default: ddpm T, others 50); network evaluations: S for ddpm, "
+        "ddim and dpm++2m, S + 1 for pndm, 2 S - 1 for heun",
+    )
+    sampler_options(p)
+    p.add_argument("--n", type=COUNT, default=64, help="number of images")
+    guidance_options(p)
+    p.add_argument("--per-class", type=COUNT, default=8, help="with --class all: images per class (grid row)")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--batch-size", type=COUNT, default=64, help="images per network call (64 is fastest on CPU)")
+    p.add_argument("--out", default="samples.png", help="PNG grid")
+    p.add_argument("--nrow", type=COUNT, default=None, help="images per grid row")
+    p.add_argument("--npz", default=None, help="also write the images as uint8 NHWC 'x' in an .npz")
+    p.add_argument("--png-dir", default=None, help="also write one PNG per image into this folder")
+    p.add_argument(
+        "--trajectory",
+        default=None,
+        help="write the denoising trajectory of the first 8 images (x_t and predicted x0) as this GIF "
+        "and a PNG strip beside it",
+    )
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=run)
+
+
+def run(args) -> None:
+    from ..api import class_labels
+    from ..model import load
+    from ..viz import npz_path, save_grid, save_npz, save_trajectory
+
+    if args.ckpt is None:
+        print("no --ckpt: sampling the MNIST model shipped with tinydiff (pretrained:mnist)", file=sys.stderr)
+    outputs = [args.out, args.npz and npz_path(args.npz), args.trajectory, args.png_dir and Path(args.png_dir) / "x"]
+    for path in filter(None, outputs):  # before sampling: a path that cannot be written fails now, not after
+        writable_folder(Path(path).parent)
+    model = load(args.ckpt, device=args.device)
+    labels, n = class_labels(model, args.label, args.n, per_class=args.per_class)
+    nrow = args.per_class if args.label == "all" and args.nrow is None else args.nrow
+    states, predictions = [], []
+
+    def record(i, t, x_t, x0):
+        if len(states) <= i:  # the first batch only
+            states.append(x_t[:8].clamp(-1, 1).cpu())
+            predictions.append(x0[:8].clamp(-1, 1).cpu())
+
+    callback = record if args.trajectory else None
+    images = draw(args, model, n, labels, batch_size=args.batch_size, callback=callback, progress=n >= 256)
+    print(f"grid: {save_grid(images, args.out, nrow)}")
+    if args.trajectory:
+        gif, strip = save_trajectory(states, predictions, args.trajectory)
+        print(f"trajectory: {gif} {strip}")
+    if args.npz:
+        print(f"npz: {save_npz(images, args.npz, labels)}")
+    if args.png_dir:
+        for i, image in enumerate(images):
+            save_grid(image[None], Path(args.png_dir) / f"{i:05d}.png", padding=0, scale=1)
+        print(f"pngs: {args.png_dir}")

@@ -1,0 +1,92 @@
+"""``tinydiff train``: its flags are TrainConfig's fields (config.py), each with the default, type and
+help text declared there, plus the launch flags --resume, --nproc and --no-progress."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import typing
+from pathlib import Path
+
+from ..config import TrainConfig, flag
+from . import COUNT
+
+
+def int_list(text: str) -> list[int]:
+    """An argparse type: integers separated by commas (1,2,2)."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, e.g. 1,2,2; got {text!r}") from None
+
+
+def _parse_type(hint) -> typing.Callable[[str], object]:
+    """The argparse type of a TrainConfig field annotated ``hint`` (None, as a default, is never parsed)."""
+    kinds = [h for h in typing.get_args(hint) if h is not type(None)] or [hint]
+    kind = kinds[0]
+    return int_list if typing.get_origin(kind) is list else kind
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field. The values are checked by config.validate (one line naming the
+    flag), so argparse only parses them. A bool that defaults to False is a switch (--amp); one that
+    defaults to True also has its negation (--no-clip-aware-loss); a flag named --no-X sets it False."""
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        name, help_text, default = flag(field), field.metadata["help"], field.default
+        if hints[field.name] is bool:
+            if name.startswith("--no-"):
+                p.add_argument(name, dest=field.name, action="store_false", help=help_text)
+            elif default:
+                help_text += f" (default: {name})"
+                p.add_argument(name, action=argparse.BooleanOptionalAction, default=True, help=help_text)
+            else:
+                p.add_argument(name, action="store_true", help=help_text)
+            continue
+        if default is not None:
+            help_text += f" (default: {default})"
+        choices = field.metadata["choices"]
+        metavar = "{" + ",".join(choices) + "}" if choices else None
+        p.add_argument(name, type=_parse_type(hints[field.name]), default=default, metavar=metavar, help=help_text)
+
+
+def add_parser(sub, common) -> None:
+    p = sub.add_parser("train", parents=[common], help="train a diffusion model")
+    add_config_flags(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument(
+        "--nproc",
+        type=COUNT,
+        default=1,
+        help="data-parallel processes on this machine: runs this command under torchrun (see the README)",
+    )
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def without_nproc(argv: list[str]) -> list[str]:
+    """The command line minus ``--nproc N`` / ``--nproc=N`` (what each torchrun worker runs)."""
+    out, skip = [], False
+    for arg in argv:
+        if not skip and arg != "--nproc" and not arg.startswith("--nproc="):
+            out.append(arg)
+        skip = arg == "--nproc"
+    return out
+
+
+def run(args) -> None:
+    from ..api import train
+    from ..training import distributed
+
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        code = distributed.launch(args.nproc, without_nproc(args.argv))
+        if code:
+            raise SystemExit(code)
+        return
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    ckpt = train(resume=args.resume, progress=args.progress, **options)
+    if ckpt is not None:  # rank 0 (or the only process)
+        print(f"checkpoint: {ckpt}")
+        if args.sample_grid:
+            print(f"samples: {Path(args.out) / 'samples.png'}")

@@ -1,0 +1,274 @@
+"""TrainConfig: every option of a training run, in one place.
+
+Each field carries its default, what it does (the help text), the values it allows (checked by
+:func:`validate` before anything is built, with a one-line error naming the flag) and its
+command-line flag: ``--name-with-dashes`` unless another is given (``--no-time`` sets use_time
+to False). The ``train`` command's flags are generated from these fields (cli/train.py), and a
+checkpoint stores the whole config as config.json's "train" section, read back by field type
+(checkpoint.py). Adding an option is one field here plus its use.
+
+This module sits below training/ and the checkpoints: reading a checkpoint needs no trainer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .denoiser import PREDICTIONS
+from .errors import TinydiffError
+from .nets import NET_KINDS
+from .nets.unet import PRESETS
+from .objectives import TIMESTEP_SAMPLINGS, WEIGHTINGS
+from .schedule import MAX_TIMESTEPS, SCHEDULES, NoiseSchedule
+
+LR_SCHEDULES = ("constant", "cosine", "linear")  # after warm-up: see training.trainer.learning_rate
+MAX_SEED = 2**32 - 1
+
+
+def _count(low: int, high: float = math.inf) -> Callable[[object], bool]:
+    """An int (not a bool) in [low, high]."""
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def _real(accepts: Callable[[float], bool]) -> Callable[[object], bool]:
+    """A number (not a bool, not NaN) that ``accepts`` takes."""
+    return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and accepts(v)
+
+
+def _one_of(options) -> Callable[[object], bool]:
+    return lambda v: isinstance(v, str) and v in options
+
+
+def _or_none(accepts: Callable[[object], bool]) -> Callable[[object], bool]:
+    return lambda v: v is None or accepts(v)
+
+
+def _flag(v: object) -> bool:
+    return isinstance(v, bool)
+
+
+def _text(v: object) -> bool:
+    return isinstance(v, str) and v != ""
+
+
+def _device(v: object) -> bool:
+    return v == "auto" or (isinstance(v, str) and bool(torch.device(v).type))
+
+
+def _positive_ints(v: object) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) > 0 and all(map(_count(1), v))
+
+
+def option(
+    default,
+    help: str,
+    accepts: Callable[[object], bool],
+    allowed: str,
+    *,
+    flag: str | None = None,
+    choices: tuple[str, ...] | None = None,
+):
+    """A TrainConfig field: its default, what it does, ``accepts(value)`` and what is allowed in
+    words (for errors), its command-line flag if not ``--name-with-dashes``, and the names it takes
+    if it is a choice (shown by --help)."""
+    metadata = {"help": help, "accepts": accepts, "allowed": allowed, "flag": flag, "choices": choices}
+    return field(default=default, metadata=metadata)
+
+
+def one_of(options) -> dict:
+    """accepts, allowed and choices of an option that takes one of ``options``."""
+    return {"accepts": _one_of(options), "allowed": f"one of {', '.join(options)}", "choices": tuple(options)}
+
+
+BOOL = {"accepts": _flag, "allowed": "True or False"}
+
+
+@dataclass
+class TrainConfig:
+    """The options of a training run (``tinydiff train --help`` lists them with their help)."""
+
+    data: str = option(
+        "mnist",
+        "mnist, mnist:test, fashion-mnist, digits, cifar10:DIR, an .npz or an image folder",
+        _text,
+        "a dataset name, an .npz file or an image folder",
+    )
+    out: str = option("runs/mnist", "run directory (checkpoints, log.jsonl, samples.png)", _text, "a directory")
+    net: str = option("unet", "the network: unet, mlp, or diffusers (diffusers' UNet2DModel)", **one_of(NET_KINDS))
+    preset: str = option("nano", "U-Net size (nets/unet.py: PRESETS; only for --net unet)", **one_of(PRESETS))
+    channels: int | None = option(
+        None,
+        "U-Net base width (default: the preset's)",
+        _or_none(lambda v: _count(4)(v) and v % 4 == 0),
+        "a positive multiple of 4",
+    )
+    channel_mults: list[int] | None = option(
+        None,
+        "U-Net width of each resolution level in multiples of --channels, e.g. 1,1,2 (default: the preset's)",
+        _or_none(_positive_ints),
+        "positive integers, one per resolution level (e.g. 1,2,2)",
+    )
+    steps: int = option(2000, "optimizer steps in total", _count(1), "an integer >= 1")
+    batch_size: int = option(64, "images per optimizer step", _count(1), "an integer >= 1")
+    lr: float = option(2e-3, "peak learning rate (AdamW)", _real(lambda v: 0 < v < math.inf), "positive and finite")
+    warmup: int = option(100, "linear learning-rate warm-up steps", _count(0), "an integer >= 0")
+    lr_schedule: str = option(
+        "constant",
+        "the learning rate after warm-up: constant, or a cosine or linear decay to 0 at --steps or at the "
+        "--minutes budget, whichever comes first",
+        **one_of(LR_SCHEDULES),
+    )
+    weight_decay: float = option(0.0, "AdamW's weight decay", _real(lambda v: 0 <= v < math.inf), ">= 0 and finite")
+    schedule: str = option(
+        "cosine", "noise schedule: cosine (Nichol & Dhariwal 2021) or linear (DDPM's betas)", **one_of(SCHEDULES)
+    )
+    timesteps: int = option(
+        1000, "T, the number of noise levels", _count(1, MAX_TIMESTEPS), f"an integer in [1, {MAX_TIMESTEPS}]"
+    )
+    snr_scale: float = option(
+        1.0,
+        "multiply the schedule's SNR at every timestep by this (> 1: less noise at every t; 5.2: simple "
+        "diffusion's shift for 28x28; schedule.scale_snr)",
+        _real(lambda v: 0 < v < math.inf),
+        "positive and finite",
+    )
+    prediction: str = option(
+        "v",
+        "what the network predicts: eps (DDPM), x0, or v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho 2022)",
+        **one_of(PREDICTIONS),
+    )
+    weighting: str = option(
+        "min-snr",
+        "loss weight per timestep: none (with eps: DDPM's L_simple), min-snr (Hang et al. 2023) or "
+        "min-snr-plus-one (objectives.loss_weight)",
+        **one_of(WEIGHTINGS),
+    )
+    snr_gamma: float = option(
+        200.0,
+        "min-SNR's cap gamma: the x0 loss is weighted by min(SNR, gamma) (Hang et al. use 5; inf: no cap)",
+        _real(lambda v: v > 0),
+        "positive (inf: no cap)",
+    )
+    timestep_sampling: str = option(
+        "uniform",
+        "training timesteps: independent draws, or stratified over the batch (low-discrepancy; "
+        "objectives.sample_timesteps)",
+        **one_of(TIMESTEP_SAMPLINGS),
+    )
+    clip_aware_loss: bool = option(
+        True,
+        "no loss where the predicted x0 passes the bound (-1 or 1) that its target pixel sits on, so that the "
+        "samplers' clip gives the data's exact bounds (objectives.diffusion_loss)",
+        **BOOL,
+    )
+    self_condition: bool = option(
+        False,
+        "the U-Net also sees its previous x0 estimate (Chen et al. 2022); no extra network evaluations in sampling",
+        **BOOL,
+    )
+    ema_decay: float = option(
+        0.999,
+        "decay of the exponential moving average of the weights (what sampling uses by default)",
+        _real(lambda v: 0 <= v < 1),
+        "in [0, 1)",
+    )
+    grad_clip: float = option(
+        1.0,
+        "the largest gradient norm (clip_grad_norm_); inf: no clipping",
+        _real(lambda v: v > 0),
+        "> 0, the largest gradient norm (inf: no clipping)",
+    )
+    accumulate: int = option(1, "gradient accumulation micro-batches per step", _count(1), "an integer >= 1")
+    amp: bool = option(False, "bfloat16 autocast (on CPU: not with --compile)", **BOOL)
+    compile: bool = option(
+        False, "torch.compile the network (costs about a minute once; on CPU: not with --amp)", **BOOL
+    )
+    seed: int = option(
+        0,
+        "seed of the initial weights, the data order, the timesteps and the noise",
+        _count(0, MAX_SEED),
+        f"an integer in [0, {MAX_SEED}]",
+    )
+    subset: int | None = option(
+        None,
+        "train on a random subset of this many images (default: all)",
+        _or_none(_count(1)),
+        "an integer >= 1 (None: every image)",
+    )
+    hflip: bool = option(False, "random horizontal flips (not for digits)", **BOOL)
+    use_time: bool = option(True, "hide t from the network (an ablation)", **BOOL, flag="--no-time")
+    dropout: float = option(0.0, "dropout in the U-Net's residual blocks", _real(lambda v: 0 <= v < 1), "in [0, 1)")
+    conditional: bool = option(
+        False,
+        "class-conditional, for classifier-free guidance (needs labels): each label is replaced by the null class "
+        "with probability --p-uncond, so that one network learns both eps(x, y) and eps(x, null)",
+        **BOOL,
+    )
+    p_uncond: float = option(
+        0.1, "label dropout: probability of the null class", _real(lambda v: 0 <= v < 1), "in [0, 1)"
+    )
+    minutes: float | None = option(
+        None,
+        "wall-clock budget: training stops at --steps or when it is spent, whichever is first",
+        _or_none(_real(lambda v: v > 0)),
+        "positive (None: no budget)",
+    )
+    ckpt_every: int = option(500, "steps between checkpoints", _count(1), "an integer >= 1")
+    log_every: int = option(25, "steps between records of log.jsonl", _count(1), "an integer >= 1")
+    keep: int = option(
+        2, "checkpoints kept (the newest); 0: all", _count(0), "an integer >= 0 (0: keep every checkpoint)"
+    )
+    sample_grid: int = option(
+        64,
+        "images in the grid of EMA samples written at the end (0: none)",
+        _count(0),
+        "an integer >= 0 (0: no grid)",
+    )
+    device: str = option(
+        "auto", "auto, cpu, cuda, cuda:1, ...", _device, "auto, cpu, cuda, cuda:N or another torch device"
+    )
+
+    def __post_init__(self):
+        if self.channel_mults is not None:  # a list, as it reads back from a checkpoint's JSON (resume compares them)
+            self.channel_mults = list(self.channel_mults)
+
+
+# Fields that may differ when a run is resumed; everything else must match the checkpoint.
+RESUMABLE_CHANGES = {"steps", "minutes", "out", "ckpt_every", "log_every", "keep", "sample_grid", "device", "compile"}
+
+
+def flag(f: dataclasses.Field) -> str:
+    """The command-line flag of a TrainConfig field."""
+    return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+
+
+def validate(config: TrainConfig) -> None:
+    """Refuse a config that would fail later or train wrongly, before anything is built: a
+    TinydiffError of one line naming the command-line flag and what it allows."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name == "preset" and config.net != "unet":
+            continue  # only the U-Net has presets
+        try:
+            ok = f.metadata["accepts"](value)
+        except (TypeError, ValueError, RuntimeError):  # torch.device("bogus") raises RuntimeError
+            ok = False
+        if not ok:
+            raise TinydiffError(f"{flag(f)} must be {f.metadata['allowed']}, got {value!r}")
+    if config.batch_size % config.accumulate:
+        raise TinydiffError(
+            f"--batch-size must be a multiple of --accumulate, got {config.batch_size} and {config.accumulate}"
+        )
+    if config.self_condition and config.net != "unet":
+        raise TinydiffError("--self-condition needs --net unet")
+    try:
+        NoiseSchedule.create(config.schedule, config.timesteps, config.snr_scale)
+    except ValueError as err:
+        raise TinydiffError(
+            f"--timesteps {config.timesteps} gives no valid --schedule {config.schedule} ({err}); use more timesteps"
+        ) from None

@@ -1,0 +1,54 @@
+"""Every command line the README and docs/RESULTS.md show parses with today's command line: a renamed
+or removed flag, a bad choice or a training option out of range fails here, not in a user's shell.
+(Running them is the job of the tests of each verb; many take minutes.)"""
+
+import dataclasses
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from tinydiff.cli import build_parser
+from tinydiff.config import TrainConfig, validate
+
+ROOT = Path(__file__).parent.parent
+DOCS = [ROOT / "README.md", ROOT / "docs" / "RESULTS.md"]
+
+
+def _command_lines(path: Path) -> list[str]:
+    """The ``tinydiff ...`` lines of a Markdown file's fenced code blocks, continuation lines joined,
+    comments dropped, optional parts written ``[--flag value]`` kept."""
+    lines, fenced, joined = [], False, ""
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+            continue
+        if not fenced:
+            continue
+        joined += re.sub(r"\s+#.*$", "", line).rstrip()
+        if joined.endswith("\\"):
+            joined = joined[:-1] + " "
+            continue
+        if joined.lstrip().startswith("tinydiff "):
+            lines.append(joined.replace("[", "").replace("]", "").strip())
+        joined = ""
+    return lines
+
+
+COMMANDS = [(path.name, line) for path in DOCS for line in _command_lines(path)]
+
+
+def test_the_docs_show_commands_of_every_kind():
+    verbs = {shlex.split(line)[1] for _, line in COMMANDS}
+    assert {"fetch", "train", "sample", "eval", "fid", "invert", "interpolate", "merge", "reproduce"} <= verbs
+
+
+@pytest.mark.parametrize("where, line", COMMANDS, ids=[f"{w}:{line[:60]}" for w, line in COMMANDS])
+def test_every_command_line_in_the_docs_parses(where, line, capsys):
+    try:
+        args = build_parser().parse_args(shlex.split(line)[1:])
+    except SystemExit:
+        pytest.fail(f"{where}: {line}\n{capsys.readouterr().err}")
+    if args.command == "train":  # the training options are checked by TrainConfig, before anything runs
+        validate(TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}))
