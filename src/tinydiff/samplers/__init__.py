@@ -18,7 +18,7 @@ class Sampler:
 
     The samplers that step on the clipped x0 prediction (DDPM, DDIM, DPM-Solver++) are well-posed
     from any noise level and start at T - 1. Heun and PNDM extrapolate eps over a step, an error
-    that grows with sigma_t; they start at EDM's sigma_max = 80 (Karras et al. 2022, Sec. 5), where the
+    that grows with sigma_t; they start at EDM's sigma_max = 80 (Karras et al. 2022, Table 1), where the
     cosine schedule's last timestep is at 20,000 (samplers/heun.py, samplers/pndm.py)."""
 
     sample: Callable
