@@ -28,13 +28,7 @@ from tinydiff.samplers import SAMPLERS, timesteps
 from tinydiff.schedule import NoiseSchedule, broadcast
 
 # (sampler, steps for a budget of nfe evaluations); each on its default trajectory (samplers.timesteps)
-CONFIGS = [
-    ("ddim", lambda nfe: nfe),
-    ("ddpm", lambda nfe: nfe),
-    ("pndm", lambda nfe: nfe - 1),
-    ("heun", lambda nfe: (nfe + 1) // 2),
-    ("dpm++2m", lambda nfe: nfe),
-]
+CONFIGS = list(SAMPLERS)
 DETERMINISTIC = {"ddim", "pndm", "heun", "dpm++2m"}
 
 
@@ -51,13 +45,13 @@ def gaussian_table(budgets) -> dict:
     schedule, mu, s = NoiseSchedule.create("linear"), 0.3, 0.5
     x_T = torch.randn(40_000, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     table = {}
-    for name, steps_for in CONFIGS:
+    for name in CONFIGS:
         for nfe in budgets:
             out = SAMPLERS[name](
                 gaussian_denoiser(schedule, mu, s),
                 schedule,
                 x_T,
-                timesteps(name, schedule, steps_for(nfe)),
+                timesteps(name, schedule, SAMPLERS[name].steps_for(nfe)),
                 clip_x0=False,
                 generator=torch.Generator().manual_seed(1),
             )
@@ -65,8 +59,8 @@ def gaussian_table(budgets) -> dict:
     return table
 
 
-def _run(name, steps_for, nfe, model, x_T):
-    tau = timesteps(name, model.schedule, steps_for(nfe))
+def _run(name, nfe, model, x_T):
+    tau = timesteps(name, model.schedule, SAMPLERS[name].steps_for(nfe))
     return SAMPLERS[name](model.denoiser(), model.schedule, x_T, tau, generator=torch.Generator().manual_seed(2))
 
 
@@ -76,9 +70,9 @@ def ode_errors(model, budgets, n: int) -> dict:
     x_T = torch.randn(n, *model.image_shape, generator=torch.Generator().manual_seed(0))
     reference = SAMPLERS["ddim"](model.denoiser(), model.schedule, x_T, model.schedule.timesteps(1000))
     return {
-        (c[0], nfe): float((_run(*c, nfe, model, x_T) - reference).pow(2).mean().sqrt())
+        (c, nfe): float((_run(c, nfe, model, x_T) - reference).pow(2).mean().sqrt())
         for c in CONFIGS
-        if c[0] in DETERMINISTIC
+        if c in DETERMINISTIC
         for nfe in budgets
     }
 
@@ -97,9 +91,9 @@ def fid_table(model, budgets, n: int) -> dict:
     table = {}
     for config in CONFIGS:
         for nfe in budgets:
-            images = to_uint8(_run(*config, nfe, model, x_T).clamp(-1, 1))
-            table[(config[0], nfe)] = fid(extractor(images), real)
-            print(f"{config[0]} NFE {nfe}: FID {table[(config[0], nfe)]:.2f}", file=sys.stderr)
+            images = to_uint8(_run(config, nfe, model, x_T).clamp(-1, 1))
+            table[(config, nfe)] = fid(extractor(images), real)
+            print(f"{config} NFE {nfe}: FID {table[(config, nfe)]:.2f}", file=sys.stderr)
     return table
 
 

@@ -50,6 +50,17 @@ def test_fid_survives_singular_covariances():
     assert np.isfinite(fid(a, b))
 
 
+@pytest.mark.parametrize("n1, n2, d", [(300, 200, 24), (12, 9, 64)])
+def test_fid_from_features_equals_the_sqrtm_formula_on_their_statistics(n1, n2, d):
+    """The nuclear-norm route (no matrix square root) against scipy's sqrtm of S1 S2 (pytorch-fid's
+    computation), with more samples than dimensions and with fewer."""
+    rng = np.random.default_rng(n1)
+    a = rng.normal(size=(n1, d)) @ rng.normal(size=(d, d))
+    b = rng.normal(0.3, 1.0, size=(n2, d)) @ rng.normal(size=(d, d))
+    by_sqrtm = frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False), eps=0)
+    assert fid(a, b) == pytest.approx(by_sqrtm, rel=1e-6)
+
+
 def test_mmd2_unbiased_equals_the_double_sum():
     x, y = _gauss(7, d=3), _gauss(7, d=3, shift=0.2, seed=4)
     k = lambda u, v: (u @ v / 3 + 1) ** 3  # noqa: E731

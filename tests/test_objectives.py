@@ -126,3 +126,33 @@ def test_stratified_timesteps_cover_every_band_once_and_are_marginally_uniform()
     assert len(torch.unique(t * 64 // 1000)) < 64
     with pytest.raises(ValueError, match="stratified"):
         sample_timesteps(4, 1000, "sobol", g)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_elbo_weights_are_ddpm_bound_terms_and_favour_small_noise(name):
+    """DDPM eq. 12 with sigma_t^2 = beta~_t puts beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t)) =
+    beta_t / (2 alpha_t (1 - alpha_bar_{t-1})) on the eps-MSE of L_{t-1}: the same up to scale."""
+    from tinydiff.objectives import elbo_weights
+
+    schedule = NoiseSchedule.create(name)
+    weights = elbo_weights(schedule)
+    beta = schedule.betas.double()
+    alpha_bar = schedule.alpha_bar.double()
+    direct = beta[1:] / (2 * (1 - beta[1:]) * (1 - alpha_bar[:-1]))
+    assert torch.allclose(weights[1:] / weights[1:].mean(), direct / direct.mean(), rtol=1e-6)
+    assert weights.mean().item() == pytest.approx(1.0) and weights[1] > 50 * weights[500]
+
+
+@pytest.mark.parametrize("kind", ["eps", "x0", "v"])
+def test_the_elbo_weighting_gives_every_prediction_kind_the_same_loss(kind):
+    schedule = NoiseSchedule.create("linear")
+    x0, noise = torch.rand(6, 1, 4, 4) * 2 - 1, torch.randn(6, 1, 4, 4)
+    t = torch.tensor([0, 1, 10, 200, 600, 999])
+    x_t = schedule.q_sample(x0, t, noise)
+    wrong = torch.randn_like(x0) * 0.1 + noise  # an eps prediction, expressed in each kind
+    eps_loss = diffusion_loss(lambda x, t, y=None: wrong, schedule, x0, t, noise, "eps", "elbo")
+    a = schedule.alpha_bar_at(t).view(-1, 1, 1, 1)
+    as_kind = {"eps": wrong, "x0": (x_t - (1 - a).sqrt() * wrong) / a.sqrt()}
+    as_kind["v"] = a.sqrt() * wrong - (1 - a).sqrt() * as_kind["x0"]
+    loss = diffusion_loss(lambda x, t, y=None: as_kind[kind].float(), schedule, x0, t, noise, kind, "elbo")
+    assert torch.allclose(loss, eps_loss, rtol=1e-3)  # float32 predictions

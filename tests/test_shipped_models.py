@@ -16,9 +16,6 @@ from tinydiff.metrics.classifier import class_probabilities, load_classifier
 from tinydiff.model import PRETRAINED
 from tinydiff.samplers import SAMPLERS
 
-# Trajectory length S for a budget of network evaluations (samplers' module docstrings): pndm's
-# warm-up costs one more (S + 1), heun's correction one per step but the last (2 S - 1).
-STEPS_FOR_EVALUATIONS = {"pndm": lambda e: e - 1, "heun": lambda e: (e + 1) // 2}
 REFERENCE = Path(__file__).parent / "data" / "pretrained_mnist_samples.npz"
 
 
@@ -35,7 +32,7 @@ def test_every_sampler_gives_recognisable_images_on_every_shipped_model(shipped,
     torch.set_num_threads(2)  # the suite's one thread would make this its slowest test
     labels = torch.arange(20) % 10
     for evaluations in (10, 20, 50):
-        steps = STEPS_FOR_EVALUATIONS.get(sampler, lambda e: e)(evaluations)
+        steps = SAMPLERS[sampler].steps_for(evaluations)
         with model.count_evaluations() as count:
             images = tinydiff.sample(model, 20, sampler=sampler, steps=steps, labels=labels, seed=1)
         assert count["images"] / 20 == evaluations - (sampler == "heun")  # heun: 2 S - 1 is odd

@@ -108,7 +108,7 @@ def test_training_lowers_the_loss_and_logs_loss_per_timestep(npz, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < 0.6 * log[0]["loss"]
     assert len(log[0]["loss_t"]) == 10 and log[0]["images_per_s"] > 0
-    # loss_t: eps is hardest to predict at small t (DDPM Fig. 2 / seed 004's loss_t plot)
+    # loss_t: eps is hardest to predict at small t (DDPM Fig. 2; tinydiff reproduce loss-t)
     assert log[-1]["loss_t"][0] > log[-1]["loss_t"][-1]
 
 

@@ -56,6 +56,7 @@ def sample(
     labels=None,
     guidance: float = 0.0,
     guidance_interval: tuple[float, float] | None = None,
+    dynamic_threshold: float | None = None,
     x_T: torch.Tensor | None = None,
     callback=None,
     progress: bool = False,
@@ -73,7 +74,9 @@ def sample(
     for every class in turn or in the training data's proportions) samples a conditional model
     with classifier-free guidance weight ``guidance`` (eps = (1 + w) eps_c - w eps_null), applied
     only at noise levels sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) in ``guidance_interval`` =
-    (sigma_lo, sigma_hi] if one is given (Kynkaanniemi et al. 2024); without
+    (sigma_lo, sigma_hi] if one is given (Kynkaanniemi et al. 2024). ``dynamic_threshold`` p
+    replaces the clip of x0 to [-1, 1] by Imagen's dynamic thresholding at the p-th percentile of
+    |x0| (e.g. 0.995; for large guidance weights). Without
     labels a conditional model samples unconditionally (its null class). ``x_T`` [n, C, H, W] gives
     the starting noise (e.g. latents from :func:`invert`) instead of drawing it.
     """
@@ -120,7 +123,7 @@ def sample(
 
     chunks = [
         sample_fn(
-            model.denoiser(y, guidance, guidance_interval),
+            model.denoiser(y, guidance, guidance_interval, dynamic_threshold),
             model.schedule,
             chunk,
             timesteps,

@@ -144,8 +144,8 @@ class TrainConfig:
     )
     weighting: str = option(
         "min-snr",
-        "loss weight per timestep: none (with eps: DDPM's L_simple), min-snr (Hang et al. 2023) or "
-        "min-snr-plus-one (objectives.loss_weight)",
+        "loss weight per timestep: none (with eps: DDPM's L_simple), min-snr (Hang et al. 2023), "
+        "min-snr-plus-one, or elbo (DDPM's variational bound; objectives.loss_weight)",
         **one_of(WEIGHTINGS),
     )
     snr_gamma: float = option(

@@ -11,7 +11,10 @@ also how a foreign network (e.g. a diffusers UNet2DModel) plugs into tinydiff's 
 Clipping. x0 is clipped to [-1, 1] by :func:`clip_prediction` only, which recomputes eps from the
 clipped x0 so that the pair stays consistent with x_t. The samplers call it when their ``clip_x0``
 option is on; a model trained with the clip-aware loss has it built into its denoiser
-(:func:`bounded`), since beyond the bounds its x0 is untrained.
+(:func:`bounded`), since beyond the bounds its x0 is untrained. Dynamic thresholding (Imagen,
+Saharia et al. 2022, Sec. 2.3) replaces the fixed bound: per image, s = the p-th percentile of |x0|
+(at least 1), and x0 is clipped to [-s, s] and divided by s, so that a saturated prediction at a
+large guidance weight is scaled back into range instead of flattened at the bound.
 
 Self-conditioning (Chen et al. 2022, "Analog Bits", Sec. 3.2): the network also takes an estimate
 of x0, ``net(x_t, t, y, x_self=...)``. In sampling, each step feeds the x0 predicted at the step
@@ -69,10 +72,17 @@ def to_eps_x0(kind: str, pred: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch
     return (1 - a).sqrt() * x_t + a.sqrt() * pred, a.sqrt() * x_t - (1 - a).sqrt() * pred
 
 
-def clip_prediction(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar) -> tuple[torch.Tensor, torch.Tensor]:
+def clip_prediction(
+    x_t: torch.Tensor, x0: torch.Tensor, alpha_bar, threshold: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(eps, x0) with x0 clipped to [-1, 1] and eps recomputed from it, so that the pair stays
-    consistent with x_t (DDPM eq. 4 solved for eps). alpha_bar: a float, or a tensor broadcast to x_t."""
-    x0 = x0.clamp(-1, 1)
+    consistent with x_t (DDPM eq. 4 solved for eps). alpha_bar: a float, or a tensor broadcast to x_t.
+    ``threshold`` p in (0, 1): dynamic thresholding at the p-th percentile of |x0| instead."""
+    if threshold is None:
+        x0 = x0.clamp(-1, 1)
+    else:  # Imagen's dynamic thresholding: s = max(1, percentile_p |x0|); x0 <- clip(x0, -s, s) / s
+        s = x0.abs().flatten(1).quantile(threshold, dim=1).clamp(min=1).view(-1, *[1] * (x0.ndim - 1))
+        x0 = torch.maximum(torch.minimum(x0, s), -s) / s
     if isinstance(alpha_bar, float):
         return (x_t - math.sqrt(alpha_bar) * x0) / math.sqrt(1 - alpha_bar), x0
     return (x_t - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt(), x0
@@ -117,18 +127,19 @@ def as_denoiser(
     return denoise
 
 
-def bounded(denoise: Denoiser, schedule: NoiseSchedule) -> Denoiser:
-    """``denoise`` with its x0 clipped to [-1, 1] at every call. A network trained with the
-    clip-aware loss (``diffusion_loss(..., clip_aware=True)``) predicts x0 only up to that clip: beyond
-    a bound its output is untrained, so its denoiser includes the clip, also where a sampler's own
-    clipping is off (DDIM inversion and decoding)."""
+def bounded(denoise: Denoiser, schedule: NoiseSchedule, threshold: float | None = None) -> Denoiser:
+    """``denoise`` with its x0 clipped to [-1, 1] at every call (or dynamically thresholded at
+    percentile ``threshold``). A network trained with the clip-aware loss (``diffusion_loss(...,
+    clip_aware=True)``) predicts x0 only up to that clip: beyond a bound its output is untrained, so
+    its denoiser includes the clip, also where a sampler's own clipping is off (DDIM inversion and
+    decoding)."""
 
     def denoise_bounded(x_t: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
         _, x0 = denoise(x_t, t)
         if isinstance(t, int):
-            return clip_prediction(x_t, x0, float(schedule.alpha_bar_at(t)))
+            return clip_prediction(x_t, x0, float(schedule.alpha_bar_at(t)), threshold)
         t = torch.as_tensor(t, dtype=torch.long, device=x_t.device).expand(x_t.shape[0])
-        return clip_prediction(x_t, x0, broadcast(schedule.alpha_bar_at(t), x_t))
+        return clip_prediction(x_t, x0, broadcast(schedule.alpha_bar_at(t), x_t), threshold)
 
     return denoise_bounded
 
@@ -213,13 +224,17 @@ def build_denoiser(
     interval: tuple[float, float] | None = None,
     self_condition: bool = False,
     clip_aware: bool = False,
+    threshold: float | None = None,
 ) -> Denoiser:
     """The denoiser of a trained network: unconditional (the null class ``num_classes`` of a
     conditional network) when labels is None, else for class ``labels`` [N] with classifier-free
     guidance weight ``guidance``, only at noise levels sigma_t in ``interval`` = (sigma_lo,
     sigma_hi] if one is given. A network trained with the clip-aware loss (``clip_aware``) clips its
     x0 always (:func:`bounded`). A self-conditioned network's denoiser carries the previous step's
-    x0 (:class:`SelfCondition`): build one per trajectory."""
+    x0 (:class:`SelfCondition`): build one per trajectory. ``threshold`` p: dynamic thresholding at
+    the p-th percentile of |x0| in place of the fixed clip."""
+    if threshold is not None and not 0 < threshold < 1:
+        raise TinydiffError(f"the dynamic threshold is a percentile p in (0, 1), e.g. 0.995; got {threshold}")
     memory = SelfCondition() if self_condition else None
     if labels is None:
         if guidance or interval is not None:
@@ -227,4 +242,4 @@ def build_denoiser(
         denoise = as_denoiser(net, schedule, kind, None, memory)
     else:
         denoise = guided_denoiser(net, schedule, kind, labels, num_classes, guidance, interval, memory)
-    return bounded(denoise, schedule) if clip_aware else denoise
+    return bounded(denoise, schedule, threshold) if clip_aware or threshold is not None else denoise

@@ -60,13 +60,18 @@ class DiffusionModel:
             handle.remove()
 
     def denoiser(
-        self, labels: torch.Tensor | None = None, guidance: float = 0.0, interval: tuple[float, float] | None = None
+        self,
+        labels: torch.Tensor | None = None,
+        guidance: float = 0.0,
+        interval: tuple[float, float] | None = None,
+        threshold: float | None = None,
     ) -> Denoiser:
         """``denoise(x_t, t) -> (eps, x0)`` for the samplers (denoiser.build_denoiser): unconditional
         (the null class of a conditional model) when labels is None, else for class ``labels`` [N]
         with classifier-free guidance weight ``guidance``, only at noise levels sigma_t in
         ``interval`` = (sigma_lo, sigma_hi] if one is given. A model trained with the clip-aware loss
-        clips its x0 to [-1, 1] always. A self-conditioned model's denoiser carries the previous
+        clips its x0 to [-1, 1] always; ``threshold`` p thresholds it dynamically at the p-th
+        percentile of |x0| instead (Imagen). A self-conditioned model's denoiser carries the previous
         step's x0: make one per trajectory."""
         return build_denoiser(
             self.net,
@@ -78,6 +83,7 @@ class DiffusionModel:
             interval=interval,
             self_condition=bool(self.config["net"].get("self_condition")),
             clip_aware=self.clip_aware,
+            threshold=threshold,
         )
 
     @property

@@ -19,7 +19,7 @@ import torch
 from .denoiser import SelfCondition, check_prediction, to_eps_x0
 from .schedule import NoiseSchedule, broadcast
 
-WEIGHTINGS = ("none", "min-snr", "min-snr-plus-one")
+WEIGHTINGS = ("none", "min-snr", "min-snr-plus-one", "elbo")
 TIMESTEP_SAMPLINGS = ("uniform", "stratified")
 
 
@@ -34,7 +34,19 @@ def target(kind: str, x0: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tens
     return a.sqrt() * eps - (1 - a).sqrt() * x0  # v (Salimans & Ho 2022, Sec. 4)
 
 
-def loss_weight(kind: str, snr: torch.Tensor, weighting: str = "none", gamma: float = 5.0):
+def elbo_weights(schedule: NoiseSchedule) -> torch.Tensor:
+    """[T] weights on the eps-MSE that make the loss DDPM's variational bound (eq. 5, its L_{t-1}
+    terms with sigma_t^2 = beta~_t): L_{t-1} = 1/2 (SNR(t-1) - SNR(t)) ||x0 - x0_pred||^2 (Kingma et
+    al. 2021, eq. 13), i.e. 1/2 (SNR(t-1) / SNR(t) - 1) on the eps-MSE; normalised to mean 1 over t.
+    t = 0 (the decoder term, SNR(-1) infinite) takes t = 1's weight."""
+    t = torch.arange(schedule.num_timesteps)
+    snr = schedule.snr(t)
+    weights = 0.5 * (schedule.snr((t - 1).clamp(min=0)) / snr - 1)
+    weights[0] = weights[1]
+    return weights / weights.mean()
+
+
+def loss_weight(kind: str, snr: torch.Tensor, weighting: str = "none", gamma: float = 5.0, elbo=None):
     """Per-sample weight on the MSE of prediction ``kind``.
 
     min-snr (Hang et al. 2023): weight the x0-space loss by min(SNR, gamma). Expressed for
@@ -44,12 +56,17 @@ def loss_weight(kind: str, snr: torch.Tensor, weighting: str = "none", gamma: fl
     plain v-MSE's SNR + 1 truncated like min-SNR. Where SNR <= gamma it is the plain v-MSE; min-snr
     gives the x0 error at high noise a weight of SNR (0.02 at the cosine schedule's t = 900), this
     one at least 1.
+
+    elbo: the variational bound's weighting (:func:`elbo_weights`; ``elbo``: their values at t).
     """
     if weighting == "none":
         return torch.ones_like(snr)
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown weighting {weighting!r}; choose from {', '.join(WEIGHTINGS)}")
-    clipped = snr.clamp(max=gamma) + float(weighting == "min-snr-plus-one")
+    if weighting == "elbo":
+        clipped = elbo * snr  # the x0-space weight of the eps-space one
+    else:
+        clipped = snr.clamp(max=gamma) + float(weighting == "min-snr-plus-one")
     return {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[kind]
 
 
@@ -96,7 +113,8 @@ def diffusion_loss(
         beyond = ((x0 <= -1) & (x0_pred < -1)) | ((x0 >= 1) & (x0_pred > 1))
         error = error.masked_fill(beyond, 0.0)
     mse = error.pow(2).flatten(1).mean(1)
-    weight = loss_weight(kind, schedule.snr(t), weighting, gamma).to(mse)
+    elbo = elbo_weights(schedule)[t.cpu()] if weighting == "elbo" else None
+    weight = loss_weight(kind, schedule.snr(t), weighting, gamma, elbo).to(mse)
     return weight * mse
 
 

@@ -70,6 +70,7 @@ def eval_tag(args, conditional: bool) -> str:
         parts += [f"class{args.label}"] if args.label not in (None, "all") else []
         parts += [f"w{args.guidance:g}"]
         parts += [f"gi{args.guidance_interval[0]:g}-{args.guidance_interval[1]:g}"] if args.guidance_interval else []
+    parts += [f"dt{args.dynamic_threshold:g}"] if args.dynamic_threshold is not None else []
     parts += [f"seed{args.seed}"] if args.seed else []
     return "-".join(parts)
 

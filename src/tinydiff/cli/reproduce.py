@@ -1,97 +1,62 @@
-"""``tinydiff reproduce EXPERIMENT``: the seed papers' experiments (experiments/), as tables (.md and
-.json) and figures: DDIM's reconstruction error and sample consistency over S, and the
-classifier-free guidance sweep."""
+"""``tinydiff reproduce NAME|all``: the seed write-ups' claims, one experiment each (experiments/),
+written as NAME.md, NAME.json and PNGs; every result is cached as it completes, so a cut run
+continues where it stopped."""
 
 from __future__ import annotations
 
-import json
+import shlex
 import sys
 from pathlib import Path
 
-from . import COUNT, SEED
-from .sample import guidance_interval_option
+from . import COUNT, SEED, finite
 
 
 def add_parser(sub, common) -> None:
-    p = sub.add_parser("reproduce", parents=[common], help="the seed papers' experiments: tables and figures")
-    p.add_argument("experiment", choices=["reconstruction", "consistency", "guidance"])
-    p.add_argument("--ckpt", required=True)
-    p.add_argument("--out", default="results", help="directory for the tables (.md, .json) and figures")
+    from ..experiments import experiments
+
+    names = list(experiments())
+    p = sub.add_parser("reproduce", parents=[common], help="the seed write-ups' experiments: tables, figures, verdicts")
+    p.add_argument("experiment", choices=[*names, "all"], metavar="NAME", help=f"one of: {', '.join(names)}, or all")
+    p.add_argument("--out", default="results", help="folder for NAME.md, NAME.json and the figures")
+    p.add_argument("--summary", default=None, help="where the index of every claim goes (default OUT/REPRODUCTION.md)")
+    p.add_argument("--cache", default="runs/reproduce", help="folder of finished results, samples and trained models")
+    p.add_argument("--n", type=COUNT, default=2048, help="samples per score (the floor is given at the same n)")
     p.add_argument(
-        "--n", type=COUNT, default=1000, help="images: reconstruction (test images), guidance (samples per w)"
+        "--budget-minutes", type=finite, default=10.0, help="training minutes per model an experiment trains"
     )
-    p.add_argument("--steps", default=None, help="comma-separated S (reconstruction, consistency); guidance: one S")
-    p.add_argument(
-        "--guidance-weights", default=None, help="guidance: the weights w, comma-separated (default 0,0.5,1,2,4)"
-    )
-    p.add_argument("--sampler", default="ddim", help="guidance: the sampler (its network evaluations are counted: nfe)")
-    p.add_argument("--images", default=None, help="reconstruction: images (default: the training data's test split)")
-    p.add_argument("--ref", default=None, help="guidance: the reference set (default: the training data)")
-    guidance_interval_option(p)
-    p.add_argument("--per-row", type=COUNT, default=8, help="images per grid row")
+    p.add_argument("--quick", action="store_true", help="a miniature of each experiment, in seconds (not a result)")
+    p.add_argument("--cached-only", action="store_true", help="write the tables from finished results; compute nothing")
+    p.add_argument("--ckpt", default=None, help="use this MNIST model instead of pretrained:mnist")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run)
 
 
-def write_table(rows: list[dict], out: Path, name: str, columns: list[str]) -> None:
-    """rows as out/NAME.json and as a markdown table out/NAME.md (printed too)."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---:|" * len(columns)]
-    for row in rows:
-        cells = [f"{v:.6g}" if isinstance(v, float) else str(v) for v in (row.get(c, "-") for c in columns)]
-        lines.append("| " + " | ".join(cells) + " |")
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"table: {out / f'{name}.md'} {out / f'{name}.json'}")
-
-
 def run(args) -> None:
-    from ..model import load
+    from ..experiments import experiments
+    from ..experiments.lab import Lab
+    from ..experiments.summary import write_summary
 
-    model = load(args.ckpt, device=args.device)
-    steps = [int(s) for s in args.steps.split(",")] if args.steps else None
-    {"reconstruction": reconstruction, "consistency": consistency, "guidance": guidance}[args.experiment](
-        args, model, Path(args.out), steps
-    )
-
-
-def reconstruction(args, model, out: Path, steps: list[int] | None) -> None:
-    from ..api import check_images
-    from ..experiments.latent import RECONSTRUCTION_STEPS, reconstruction
-    from ..metrics.reference import canonical_spec, images_of, is_dataset_spec
-
-    spec = args.images or model.config["data"]["spec"].partition(":")[0] + ":test"
-    images = check_images(images_of(spec, args.n), model, f"images of {spec}")
-    rows = reconstruction(model, images, steps or RECONSTRUCTION_STEPS)
-    for row in rows:
-        row["data"] = canonical_spec(spec) if is_dataset_spec(spec) else spec
-    write_table(rows, out, "reconstruction", ["steps", "mse", "images", "seconds"])
-
-
-def consistency(args, model, out: Path, steps: list[int] | None) -> None:
-    from ..experiments.latent import CONSISTENCY_STEPS, consistency
-    from ..viz import save_grid
-
-    steps = steps or CONSISTENCY_STEPS
-    grid = save_grid(consistency(model, args.per_row, steps, args.seed), out / "consistency.png", args.per_row)
-    print(f"grid: {grid} (one row per S = {', '.join(map(str, steps))}; the same x_T in every column)")
-
-
-def guidance(args, model, out: Path, steps: list[int] | None) -> None:
-    from ..experiments.guidance import WEIGHTS, class_grid, sweep
-    from ..metrics.inception import InceptionFeatures
-    from ..viz import save_grid
-
-    weights = [float(w) for w in args.guidance_weights.split(",")] if args.guidance_weights else WEIGHTS
-    (step,) = steps or [50]
-    reference = args.ref or model.config["data"]["spec"]
-    interval = args.guidance_interval
-    grids = [class_grid(model, w, args.per_row, step, args.sampler, args.seed, interval) for w in weights]
-    for w, grid in zip(weights, grids):
-        save_grid(grid, out / f"guidance-w{w:g}.png", args.per_row)
-    extractor = InceptionFeatures(args.device, log=lambda m: print(m, file=sys.stderr))
-    rows = sweep(model, reference, extractor, weights, args.n, step, args.sampler, args.seed, interval, log=print)
-    columns = ["w", "sampler", "nfe", "guidance_interval", "fid", "fid_floor", "kid", "accuracy", "n"]
-    write_table(rows, out, "guidance", [c for c in columns if any(c in row for row in rows)])
+    registry = experiments()
+    names = list(registry) if args.experiment == "all" else [args.experiment]
+    if args.budget_minutes <= 0:
+        raise ValueError(f"--budget-minutes must be positive, got {args.budget_minutes:g}")
+    out = Path(args.out)
+    for name in names:
+        print(f"== {name}: {registry[name].summary}", file=sys.stderr)
+        lab = Lab(
+            name,
+            out,
+            Path(args.cache),
+            n=args.n,
+            budget_minutes=args.budget_minutes,
+            quick=args.quick,
+            seed=args.seed,
+            ckpt=args.ckpt,
+            device=args.device,
+            cached_only=args.cached_only,
+            log=lambda m: print(m, file=sys.stderr),
+        )
+        argv = [a for a in args.argv[1:] if a != args.experiment]
+        lab.write(registry[name].run(lab), shlex.join(["tinydiff", "reproduce", name, *argv]))
+    print(f"summary: {write_summary(out, args.summary)}")

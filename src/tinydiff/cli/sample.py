@@ -75,6 +75,14 @@ def guidance_options(p: argparse.ArgumentParser) -> None:
         "w = 0 is the conditional model, w is 'guidance scale' - 1",
     )
     guidance_interval_option(p)
+    p.add_argument(
+        "--dynamic-threshold",
+        type=finite,
+        default=None,
+        metavar="P",
+        help="Imagen's dynamic thresholding in place of the clip of x0 to [-1, 1]: per image, scale x0 by its "
+        "P-th percentile of |x0| when that exceeds 1 (e.g. 0.995; helps large guidance weights)",
+    )
 
 
 def draw(args, model, n: int, labels, **more):
@@ -91,6 +99,7 @@ def draw(args, model, n: int, labels, **more):
         labels=labels,
         guidance=args.guidance,
         guidance_interval=args.guidance_interval,
+        dynamic_threshold=args.dynamic_threshold,
         **sampler_kwargs(args),
         **more,
     )

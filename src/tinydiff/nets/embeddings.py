@@ -19,7 +19,7 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0)
 
 class TimeEmbedding(nn.Module):
     """sinusoidal(t) -> Linear -> SiLU -> Linear; with ``use_time=False`` the network is blind to
-    t (seed 004's "no time" ablation): every timestep is embedded as t = 0."""
+    t (the "no time" ablation of a practitioner's MNIST notes): every timestep is embedded as t = 0."""
 
     def __init__(self, base_dim: int, out_dim: int, use_time: bool = True):
         super().__init__()

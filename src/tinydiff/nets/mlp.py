@@ -1,4 +1,4 @@
-"""A plain MLP denoiser: the baseline of seed 004's UNet-vs-MLP ablation."""
+"""A plain MLP denoiser: the baseline of the U-Net-against-MLP ablation (tinydiff reproduce ablations)."""
 
 from __future__ import annotations
 

@@ -25,16 +25,22 @@ class Sampler:
     spacing: str = "uniform"
     steps: int | None = 50
     sigma_max: float = math.inf
+    extra_evaluations: int = 0  # network evaluations beyond one per step: pndm's warm-up (+1)
+    per_step: int = 1  # evaluations per step: heun's correction makes 2 (but the last step: 2 S - 1)
 
     def __call__(self, *args, **kwargs):
         return self.sample(*args, **kwargs)
+
+    def steps_for(self, evaluations: int) -> int:
+        """The trajectory length S that costs at most ``evaluations`` network evaluations per image."""
+        return max(1, (evaluations - self.extra_evaluations + self.per_step - 1) // self.per_step)
 
 
 SAMPLERS = {
     "ddpm": Sampler(ddpm.sample, steps=None),
     "ddim": Sampler(ddim.sample),
-    "pndm": Sampler(pndm.sample, sigma_max=80.0),
-    "heun": Sampler(heun.sample, spacing="logsnr", sigma_max=80.0),
+    "pndm": Sampler(pndm.sample, sigma_max=80.0, extra_evaluations=1),
+    "heun": Sampler(heun.sample, spacing="logsnr", sigma_max=80.0, per_step=2),
     "dpm++2m": Sampler(dpm_solver.sample, spacing="trailing"),  # see samplers/dpm_solver.py
 }
 

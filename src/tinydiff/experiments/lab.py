@@ -1,0 +1,349 @@
+"""The reproduction suite's workbench: what every experiment of ``tinydiff reproduce`` uses.
+
+Every costly result is a *cell*, a JSON record computed once under a key made of everything that
+decides it (the model, the sampler and its options, n, the seed, ...) and written atomically into
+the cache folder. An interrupted run therefore continues where it stopped, and two experiments that
+need the same figure compute it once. Samples are generated in chunks of ``CHUNK`` images, each
+chunk a file of its own (seeded by its index), so even a long cell (DDPM with 1,000 steps) resumes
+mid-way. Models an experiment trains live in the cache too; an unfinished training is resumed.
+
+Every score follows the project's protocol (metrics/reference.py): n generated images against the
+first draw of n training images, the real-vs-real floor (a second draw) beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..files import atomic_write
+
+CHUNK = 256  # images per cached chunk of samples
+
+
+class Pending(Exception):
+    """A cell that is not in the cache, asked for by a run that only reports (``--cached-only``)."""
+
+
+VERDICTS = ("reproduced", "partly", "not reproduced", "not reproducible here")
+
+
+@dataclass
+class Model:
+    """A model an experiment uses: ``ident`` names it in cache keys and tables (a shipped model or a
+    run the experiment trained); ``data``: the dataset spec it was trained on (the FID reference)."""
+
+    ident: str
+    model: object
+    data: str
+    train: dict = field(default_factory=dict)  # what training took: minutes, steps, images/s
+
+
+@dataclass
+class Report:
+    """What an experiment writes: docs/results/NAME.md and NAME.json."""
+
+    title: str
+    source: str  # the write-up(s) whose claims it checks, by title and author
+    summary: str = ""  # what was done, in a sentence or two
+    tables: list[tuple[str, list[dict], list[str]]] = field(default_factory=list)  # (caption, rows, columns)
+    figures: list[tuple[str, str]] = field(default_factory=list)  # (file name, caption)
+    verdicts: dict[str, tuple[str, str, str, str]] = field(default_factory=dict)  # claim -> (seed, ours, verdict, why)
+    notes: list[str] = field(default_factory=list)
+
+    def table(self, caption: str, rows: list[dict], columns: list[str]) -> None:
+        self.tables.append((caption, rows, [c for c in columns if any(c in row for row in rows)]))
+
+    def verdict(self, claim: str, seed: str, ours: str, verdict: str, why: str) -> None:
+        if verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+        self.verdicts[claim] = (seed, ours, verdict, why)
+
+
+def _slug(fields: dict) -> str:
+    text = json.dumps(fields, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def fmt(value) -> str:
+    """A table cell: floats to 4 significant digits (3 decimals at most for big ones)."""
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
+    if isinstance(value, list | tuple):
+        return "(" + ", ".join(fmt(v) for v in value) + ")"
+    return "-" if value is None else str(value)
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---:|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+class Lab:
+    """One experiment's run: its output folder, the shared cache, the scale (n, training budget,
+    quick) and the helpers that make cells, samples, scores and models."""
+
+    def __init__(
+        self,
+        name: str,
+        out: Path,
+        cache: Path,
+        *,
+        n: int = 2048,
+        budget_minutes: float = 10.0,
+        quick: bool = False,
+        seed: int = 0,
+        ckpt: str | None = None,
+        device: str = "cpu",
+        cached_only: bool = False,
+        log: Callable[[str], None] = print,
+    ):
+        self.name, self.out, self.cache = name, Path(out), Path(cache)
+        self.n, self.budget_minutes, self.quick = n, budget_minutes, quick
+        self.seed, self.ckpt, self.device, self.log = seed, ckpt, device, log
+        self.cached_only, self.pending = cached_only, 0
+        self.started = time.perf_counter()
+        self._extractor = None
+
+    def pick(self, full, quick):
+        """``full`` normally, ``quick`` with --quick (a miniature of the same experiment)."""
+        return quick if self.quick else full
+
+    # -- cells ---------------------------------------------------------------------------------
+    def cell(self, kind: str, key: dict, compute: Callable[[], dict]) -> dict:
+        """The record for (kind, key): read from the cache, or computed and stored."""
+        path = self.cache / "cells" / kind / f"{_slug(key)}.json"
+        if path.exists():
+            try:
+                record = json.loads(path.read_text())
+                if record.get("key") == json.loads(json.dumps(key, default=str)):
+                    return record["value"]
+            except (OSError, ValueError):
+                pass  # a damaged record is computed again
+        if self.cached_only:
+            raise Pending(kind)
+        value = compute()
+        record = json.dumps({"key": key, "value": value}, indent=1, default=str).encode()
+        atomic_write(path, lambda f: f.write(record))
+        return value
+
+    def attempt(self, compute: Callable, *args, **kwargs):
+        """compute(*args, **kwargs), or None if it needs a cell that a --cached-only run does not
+        compute (counted, and said in the report)."""
+        try:
+            return compute(*args, **kwargs)
+        except Pending:
+            self.pending += 1
+            return None
+
+    # -- models --------------------------------------------------------------------------------
+    def shipped(self, name: str = "mnist") -> Model:
+        """A shipped model (``--ckpt`` replaces the MNIST one)."""
+        from ..model import load
+
+        path = self.ckpt if (self.ckpt and name == "mnist") else f"pretrained:{name}"
+        model = load(path, device=self.device)
+        weights = sum(float(p.detach().double().sum()) for p in model.net.parameters())
+        ident = f"{path}#{hashlib.sha256(repr(weights).encode()).hexdigest()[:8]}"
+        return Model(ident, model, model.config["data"]["spec"])
+
+    def trained(self, label: str, **options) -> Model:
+        """A model trained for this experiment with ``options`` (TrainConfig fields) for
+        ``minutes`` (default: the budget), reused if it exists, resumed if it was cut short."""
+        from ..api import train
+        from ..model import load
+
+        options.setdefault("minutes", self.budget_minutes)
+        options.setdefault("steps", 10**6)
+        options.setdefault("sample_grid", 0)
+        options.setdefault("ckpt_every", 250)
+        run = self.cache / "models" / f"{label}-{_slug(options)}"
+        done = run / "done.json"
+        if not done.exists() and self.cached_only:
+            raise Pending("model")
+        if not done.exists():
+            self.log(f"training {label} ({', '.join(f'{k}={v}' for k, v in sorted(options.items()))}) in {run}")
+            started = time.perf_counter()
+            settings = {k: v for k, v in options.items() if k != "data"}
+            train(options["data"], str(run), resume=(run / "latest").exists(), progress=False, **settings)
+            steps = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+            last = next((r for r in reversed(steps) if "step" in r), {})
+            summary = {"steps": last.get("step"), "images_per_s": last.get("images_per_s")}
+            summary["minutes_this_call"] = round((time.perf_counter() - started) / 60, 2)
+            atomic_write(done, lambda f: f.write(json.dumps(summary).encode()))
+        model = load(run, device=self.device)
+        return Model(run.name, model, model.config["data"]["spec"], json.loads(done.read_text()))
+
+    # -- samples and scores ----------------------------------------------------------------------
+    def labels(self, m: Model, n: int, which: str | None = "data") -> torch.Tensor | None:
+        """Labels for n samples of a conditional model: in the training data's class proportions
+        (the protocol's default), every class in turn ("all") or none (the null class)."""
+        from ..api import class_labels
+
+        return class_labels(m.model, which, n)[0] if m.model.num_classes and which else None
+
+    def samples(self, m: Model, n: int, *, classes: str | None = "data", **sampling) -> Path:
+        """n samples of m as one .npz (cached): chunk k of CHUNK images is drawn with seed
+        (seed, k), so a cut run resumes at the next chunk. ``sampling`` goes to api.sample
+        (sampler, steps, eta, timesteps, guidance, ...). The record beside it has the seconds
+        per chunk and the network evaluations per image."""
+        from ..api import sample
+        from ..viz import save_npz
+
+        key = {"model": m.ident, "n": n, "classes": classes, "seed": self.seed, **sampling}
+        slug = _slug(key)
+        path = self.cache / "samples" / f"{slug}.npz"
+        if path.exists():
+            return path
+        if self.cached_only:
+            raise Pending("samples")
+        labels = self.labels(m, n, classes)
+        parts = []
+        for k, start in enumerate(range(0, n, CHUNK)):
+            size = min(CHUNK, n - start)
+            y = None if labels is None else labels[start : start + size]
+
+            def chunk(size=size, y=y, k=k):
+                began = time.perf_counter()
+                with m.model.count_evaluations() as count:
+                    x = sample(m.model, size, seed=self.seed * 100_003 + k, labels=y, batch_size=CHUNK, **sampling)
+                save_npz(x, path.with_name(f".{slug}-{k}.npz"), y)  # before its cell: a cut run redoes it
+                return {"seconds": time.perf_counter() - began, "nfe": count["images"] / size, "n": size}
+
+            parts.append(self.cell("chunks", {**key, "chunk": k}, chunk))
+            self.log(f"  {m.ident} {sampling}: {min(start + size, n)}/{n} images")
+        files = [np.load(path.with_name(f".{slug}-{k}.npz")) for k in range(len(parts))]
+        arrays = {"x": np.concatenate([f["x"] for f in files])}
+        if labels is not None:
+            arrays["y"] = labels.numpy()
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write(path, lambda f: f.write(buffer.getvalue()))
+        record = {"seconds": sum(p["seconds"] for p in parts), "nfe": parts[0]["nfe"], "n": n, "key": key}
+        atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(record, default=str).encode()))
+        for k in range(len(parts)):
+            path.with_name(f".{slug}-{k}.npz").unlink(missing_ok=True)
+        return path
+
+    def timing(self, m: Model, n: int, **sampling) -> float:
+        """Seconds to sample n images in one batch (after a warm-up), on this CPU (cached per CPU
+        model: take it when nothing else runs)."""
+        from ..api import sample
+
+        def measure():
+            sample(m.model, 2, steps=2, **{k: v for k, v in sampling.items() if k not in ("steps", "timesteps")})
+            began = time.perf_counter()
+            sample(m.model, n, seed=self.seed, batch_size=n, labels=self.labels(m, n), **sampling)
+            return {"seconds": time.perf_counter() - began}
+
+        key = {"model": m.ident, "n": n, "cpu": _cpu(), "threads": torch.get_num_threads(), **sampling}
+        return self.cell("timing", key, measure)["seconds"]
+
+    def sampling_record(self, path: Path) -> dict:
+        """seconds (all chunks, summed) and nfe per image of a samples file."""
+        return json.loads(path.with_suffix(".json").read_text())
+
+    @property
+    def extractor(self):
+        if self._extractor is None:
+            from ..metrics.inception import InceptionFeatures
+
+            self._extractor = InceptionFeatures(self.device, log=self.log)
+        return self._extractor
+
+    def score(self, path: Path, reference: str, metrics=("fid", "kid")) -> dict:
+        """Metrics of a samples file against ``reference`` at the file's n, floor beside (cached)."""
+        from ..metrics.reference import score
+
+        n = int(np.load(path)["x"].shape[0])
+        metrics = list(metrics)
+
+        def compute():
+            extractor = self.extractor if set(metrics) - {"is", "acc"} else None
+            report = score(str(path), reference, n, metrics, extractor, floor=True, log=self.log)
+            return {k: v for k, v in report.items() if k not in ("a", "b", "weights", "preprocessing")}
+
+        return self.cell("scores", {"samples": path.stem, "reference": reference, "n": n, "metrics": metrics}, compute)
+
+    def features(self, path: Path) -> np.ndarray:
+        """Inception features of a samples file (cached beside it)."""
+        from ..metrics.reference import features
+
+        cached = path.with_suffix(".features.npy")
+        if not cached.exists():
+            result = features(str(path), int(np.load(path)["x"].shape[0]), self.extractor, log=self.log)
+            buffer = io.BytesIO()
+            np.save(buffer, result.astype(np.float32))
+            atomic_write(cached, lambda f: f.write(buffer.getvalue()))
+        return np.load(cached).astype(np.float64)
+
+    # -- output ----------------------------------------------------------------------------------
+    def figure(self, name: str) -> Path:
+        """Where figure ``name`` (e.g. "strip.png") goes: out/EXPERIMENT-name."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        return self.out / f"{self.name}-{name}"
+
+    def write(self, report: Report, command: str) -> Path:
+        """docs/results/NAME.md (our tables beside the seed's claims, the command, the verdicts) and
+        NAME.json (every figure with its n)."""
+        minutes = round((time.perf_counter() - self.started) / 60, 2)
+        scale = {"n": self.n, "budget_minutes": self.budget_minutes, "quick": self.quick, "seed": self.seed}
+        machine = {"cpu": _cpu(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+        data = {
+            "experiment": self.name,
+            "title": report.title,
+            "source": report.source,
+            "command": command,
+            "scale": scale,
+            "machine": machine,
+            "minutes_this_run": minutes,
+            "verdicts": {c: dict(zip(("seed", "ours", "verdict", "why"), v)) for c, v in report.verdicts.items()},
+            "tables": [{"caption": c, "columns": cols, "rows": rows} for c, rows, cols in report.tables],
+            "figures": [{"file": f, "caption": c} for f, c in report.figures],
+        }
+        self.out.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(data, indent=1, default=str) + "\n"
+        atomic_write(self.out / f"{self.name}.json", lambda f: f.write(text.encode()))
+        lines = [f"# {report.title}", "", f"Claims of {report.source}.", ""]
+        lines += [report.summary, ""] if report.summary else []
+        lines += ["```", command, "```", ""]
+        quick = " (--quick: a miniature, not a result)" if self.quick else ""
+        lines += [f"Scale: n = {self.n} samples per score, {self.budget_minutes:g} training minutes per model{quick}."]
+        lines += [f"Machine: {machine['cpu']}, {machine['threads']} threads, torch {machine['torch']}.", ""]
+        if report.verdicts:
+            lines += ["| claim | the write-up | ours | verdict | why |", "|---|---|---|---|---|"]
+            lines += [f"| {c} | {s} | {o} | **{v}** | {w} |" for c, (s, o, v, w) in report.verdicts.items()]
+            lines.append("")
+        for caption, rows, columns in report.tables:
+            lines += [f"**{caption}**", "", markdown_table(rows, columns), ""]
+        for file, caption in report.figures:
+            lines += [f"![{caption}]({file})", "", f"*{caption}*", ""]
+        if self.pending:
+            report.notes.append(f"{self.pending} results are not computed yet (shown as -): run the command above.")
+        lines += [f"- {note}" for note in report.notes]
+        text = "\n".join(lines).rstrip() + "\n"
+        path = self.out / f"{self.name}.md"
+        atomic_write(path, lambda f: f.write(text.encode()))
+        self.log(f"wrote {path} and {path.with_suffix('.json')} ({minutes} minutes)")
+        return path
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or sys.platform

@@ -1,0 +1,111 @@
+"""`tinydiff reproduce`: every experiment runs end to end in its --quick miniature (on stand-in
+datasets and a stand-in for the Inception network), writes its page, JSON and figures and a verdict
+per claim; results are cached as cells, so a cut run resumes and --cached-only recomputes nothing."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from helpers import digit_like_images
+
+import tinydiff.api as api
+from tinydiff.cli import main
+from tinydiff.experiments import experiments
+from tinydiff.experiments.lab import CHUNK, Lab, Pending
+from tinydiff.experiments.summary import CLAIMS, ELSEWHERE
+from tinydiff.metrics import inception as inception_module
+
+
+class PixelFeatures:
+    """A stand-in for the Inception network: pixel statistics as features."""
+
+    weights_hash = "pixels"
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, images, progress=False):
+        x = images.float().flatten(1)
+        return torch.stack([x.mean(1), x.std(1), x[:, ::7].mean(1), x.max(1).values], 1).double().numpy()
+
+
+def _fake_dataset(cache, name, size, n_train, n_test):
+    x = digit_like_images(n_train + n_test, size=size)
+    y = np.arange(n_train + n_test) % 10
+    np.savez(cache / f"{name}.npz", x_train=x[:n_train], y_train=y[:n_train], x_test=x[n_train:], y_test=y[n_train:])
+
+
+@pytest.fixture
+def stand_ins(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.mkdir(exist_ok=True)
+    for name in ("mnist", "fashion-mnist"):
+        _fake_dataset(cache, name, 28, 600, 500)
+    _fake_dataset(cache, "digits", 8, 400, 100)
+    monkeypatch.setattr(inception_module, "InceptionFeatures", PixelFeatures)
+    torch.set_num_threads(2)
+    return tmp_path
+
+
+def test_every_experiment_runs_quick_and_writes_its_page_and_verdicts(stand_ins):
+    out, cache = stand_ins / "results", stand_ins / "reproduce"
+    assert main(["reproduce", "all", "--quick", "--out", str(out), "--cache", str(cache)]) == 0
+    registry = experiments()
+    assert sorted(c for e in registry.values() for c in e.claims) == sorted(set(CLAIMS) - set(ELSEWHERE))
+    for name, entry in registry.items():
+        record = json.loads((out / f"{name}.json").read_text())
+        assert record["scale"]["quick"] and record["command"].startswith(f"tinydiff reproduce {name} ")
+        assert set(record["verdicts"]) == set(entry.claims), name
+        for figure in record["figures"]:
+            assert (out / figure["file"]).stat().st_size > 100, figure
+        page = (out / f"{name}.md").read_text()
+        assert all(f"| {claim} |" in page for claim in entry.claims)
+    summary = (out / "REPRODUCTION.md").read_text()
+    assert all(f"| {claim} |" in summary for claim in CLAIMS) and "not run yet" not in summary
+    # everything is cached: a report-only run recomputes nothing and writes the same verdicts
+    before = {name: json.loads((out / f"{name}.json").read_text())["verdicts"] for name in registry}
+    assert main(["reproduce", "all", "--quick", "--cached-only", "--out", str(out), "--cache", str(cache)]) == 0
+    assert before == {name: json.loads((out / f"{name}.json").read_text())["verdicts"] for name in registry}
+
+
+def test_cached_only_on_an_empty_cache_writes_pending_tables(stand_ins, capsys):
+    out = stand_ins / "results"
+    args = ["reproduce", "ddpm-vs-ddim", "--quick", "--cached-only", "--out", str(out), "--cache", str(stand_ins / "c")]
+    assert main(args) == 0
+    page = (out / "ddpm-vs-ddim.md").read_text()
+    assert "not computed yet" in page and json.loads((out / "ddpm-vs-ddim.json").read_text())["verdicts"] == {}
+
+
+def test_a_cut_sampling_run_resumes_at_its_next_chunk_with_the_same_images(stand_ins, monkeypatch):
+    lab = Lab("t", stand_ins / "out", stand_ins / "cache-a", quick=True)
+    m = lab.shipped("mnist")
+    n = CHUNK + 5
+    calls = []
+    original = api.sample
+
+    def cut_after_one(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(api, "sample", cut_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        lab.samples(m, n, sampler="ddim", steps=2)
+    monkeypatch.setattr(api, "sample", original)
+    resumed = np.load(lab.samples(m, n, sampler="ddim", steps=2))["x"]
+    assert calls == [CHUNK, 5]
+    fresh = Lab("t", stand_ins / "out", stand_ins / "cache-b", quick=True)
+    assert np.array_equal(resumed, np.load(fresh.samples(m, n, sampler="ddim", steps=2))["x"])
+    # a cell is computed once, then read back; a report-only lab never computes one
+    assert lab.cell("k", {"a": 1}, lambda: {"v": 1}) == lab.cell("k", {"a": 1}, lambda: {"v": 2}) == {"v": 1}
+    with pytest.raises(Pending):
+        Lab("t", stand_ins / "out", stand_ins / "cache-a", cached_only=True).cell("k", {"a": 2}, lambda: {})
+
+
+def test_reproduce_refuses_an_unknown_experiment_and_a_bad_budget(stand_ins, capsys):
+    with pytest.raises(SystemExit):
+        main(["reproduce", "no-such-thing"])
+    assert "invalid choice" in capsys.readouterr().err
+    assert main(["reproduce", "forward", "--budget-minutes", "0", "--out", str(stand_ins / "r")]) == 2
