@@ -108,7 +108,7 @@ def test_export_of_the_raw_weights_from_the_command_line(tmp_path):
         assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-@pytest.mark.parametrize("name, spec", [("mnist", "mnist"), ("mnist-c32", "mnist"), ("fashion-mnist", "fashion-mnist")])
+@pytest.mark.parametrize("name, spec", [("mnist", "mnist"), ("fashion-mnist", "fashion-mnist")])
 def test_the_shipped_models_load_and_sample_every_class(name, spec):
     from tinydiff import sample
     from tinydiff.model import PRETRAINED
@@ -124,6 +124,6 @@ def test_the_shipped_models_load_and_sample_every_class(name, spec):
 
 def test_the_mnist_model_is_the_default():
     assert load().config["data"]["spec"] == "mnist"  # no path: pretrained:mnist
-    ships = "fashion-mnist, mnist, mnist-c32"
+    ships = "fashion-mnist, mnist"
     with pytest.raises(TinydiffError, match=f"no shipped model 'cifar'; tinydiff ships: {ships}"):
         load("pretrained:cifar")

@@ -164,22 +164,6 @@ def test_network_evaluations_are_counted(conditional_run):
     assert count == {"calls": 0, "images": 0}  # the hook is gone once the block ends
 
 
-def test_reproduce_guidance_with_an_interval(conditional_run, labelled_npz, tmp_path, monkeypatch, capsys):
-    import json
-
-    import tinydiff.metrics.inception
-
-    monkeypatch.setattr(tinydiff.metrics.inception, "InceptionFeatures", lambda *a, **k: _PixelFeatures())
-    args = ["reproduce", "guidance", "--ckpt", str(conditional_run), "--ref", labelled_npz, "--n", "20"]
-    args += ["--steps", "2", "--guidance-weights", "0,2", "--per-row", "2", "--out", str(tmp_path / "out")]
-    assert main([*args, "--guidance-interval", "0,1e9"]) == 0
-    rows = json.loads((tmp_path / "out" / "guidance.json").read_text())
-    assert [(r["w"], r["nfe"], r.get("guidance_interval")) for r in rows] == [(0, 2, None), (2, 4, [0, 1e9])]
-    table = (tmp_path / "out" / "guidance.md").read_text()
-    assert "guidance_interval" in table.splitlines()[0] and "| - |" in table  # w = 0 has none
-    assert (tmp_path / "out" / "guidance-w2.png").exists()
-
-
 def test_conditional_training_needs_labels(tmp_path):
     path = tmp_path / "unlabelled.npz"
     np.savez(path, x=digit_like_images(16))
@@ -226,31 +210,33 @@ def test_cli_class_data_follows_the_training_data_proportions(tmp_path):
     assert np.bincount(np.load(npz)["y"], minlength=3).tolist() == [5, 3, 2]
 
 
-class _PixelFeatures:
-    """A stand-in for the Inception network: flattened pixels (enough to exercise the sweep)."""
-
-    weights_hash = "pixels"
-
-    def __call__(self, images, progress=False):
-        return images.flatten(1).double().numpy() / 255
-
-
-def test_guidance_sweep_rows_and_grids(conditional_run, labelled_npz, tmp_path):
-    from tinydiff.experiments.guidance import class_grid, sweep
+def test_guidance_costs_evaluations_only_inside_its_interval_and_grids_follow_it(conditional_run):
+    from tinydiff.experiments.guidance import class_grid
 
     model = load(conditional_run)
-    rows = sweep(model, labelled_npz, _PixelFeatures(), weights=(0.0, 2.0), n=20, steps=2, log=lambda m: None)
-    assert [(r["w"], r["nfe"]) for r in rows] == [(0.0, 2), (2.0, 4)]
-    assert all(r["fid"] > 0 and "fid_floor" in r and "accuracy" not in r for r in rows)  # no classifier for npz
-    # with a guidance interval the evaluations are counted: here it holds the first of the two steps only
+    labels = torch.arange(20) % 3
     sigma_first = float(model.schedule.snr(torch.tensor([999])).rsqrt())
-    rows = sweep(model, labelled_npz, _PixelFeatures(), (0.0, 2.0), 20, 2, interval=(1.0, sigma_first), log=len)
-    assert [(r["w"], r["nfe"], r.get("guidance_interval")) for r in rows] == [
-        (0.0, 2, None),
-        (2.0, 3, [1.0, sigma_first]),
-    ]
+    for w, interval, nfe in [(0.0, None, 2), (2.0, None, 4), (2.0, (1.0, sigma_first), 3)]:
+        with model.count_evaluations() as count:
+            sample(model, 20, steps=2, labels=labels, guidance=w, guidance_interval=interval)
+        assert count["images"] / 20 == nfe  # the interval holds the first of the two steps only
     grid = class_grid(model, 1.0, per_class=3, steps=2)
     assert grid.shape == (30, 1, 8, 8)
     # the grid takes the interval too: one above every noise level of the trajectory guides nowhere
     assert torch.equal(class_grid(model, 1.0, 3, 2, interval=(1e8, 1e9)), class_grid(model, 0.0, 3, 2))
     assert not torch.equal(class_grid(model, 1.0, 3, 2, interval=(0.0, 1e9)), class_grid(model, 0.0, 3, 2))
+
+
+def test_dynamic_thresholding_scales_by_the_percentile_and_keeps_eps_consistent():
+    """Imagen's rule: s = max(1, percentile_p |x0|) per image; x0 <- clip(x0, -s, s) / s."""
+    from tinydiff.denoiser import clip_prediction
+
+    x0 = torch.stack([torch.linspace(-0.5, 0.5, 16), torch.linspace(-3, 3, 16)]).view(2, 1, 4, 4)
+    x_t, a = torch.randn(2, 1, 4, 4), 0.3
+    eps, out = clip_prediction(x_t, x0, a, threshold=0.9)
+    assert torch.equal(out[0], x0[0])  # inside [-1, 1]: s = 1, nothing changes
+    s = torch.quantile(x0[1].abs().flatten(), 0.9)
+    assert torch.allclose(out[1], x0[1].clamp(-s, s) / s) and out[1].abs().max() == 1
+    assert torch.allclose(x_t, a**0.5 * out + (1 - a) ** 0.5 * eps, atol=1e-6)  # DDPM eq. 4 holds
+    with pytest.raises(TinydiffError, match="percentile"):
+        sample(load("pretrained:mnist"), 2, steps=2, dynamic_threshold=1.5)

@@ -114,7 +114,7 @@ def test_images_that_do_not_match_the_checkpoint_are_refused(trained, tmp_path, 
     assert "trained on (1, 8, 8)" in capsys.readouterr().err
 
 
-def test_cli_invert_interpolate_merge_reproduce(trained, tmp_path, capsys):
+def test_cli_invert_interpolate_merge(trained, tmp_path, capsys):
     run, images = str(trained / "run"), str(trained / "bars.npz")
     latents = tmp_path / "z.npz"
     assert main(["invert", "--ckpt", run, "--images", images, "--n", "4", "--steps", "10", "--out", str(latents)]) == 0
@@ -123,9 +123,5 @@ def test_cli_invert_interpolate_merge_reproduce(trained, tmp_path, capsys):
     args = ["merge", "--ckpt", run, "--images", images, "--pick", "0", "5", "--steps", "5"]
     assert main([*args, "--out", str(tmp_path / "m.png")]) == 0
     assert (tmp_path / "i.png").exists() and (tmp_path / "m.png").exists()
-    out = tmp_path / "results"
-    args = ["reproduce", "reconstruction", "--ckpt", run, "--images", images, "--n", "4", "--steps", "5,10"]
-    assert main([*args, "--out", str(out)]) == 0
-    assert "| 10 |" in (out / "reconstruction.md").read_text()
     assert main(["merge", "--ckpt", run, "--images", images, "--pick", "0", "64"]) == 2
     assert "--pick 64" in capsys.readouterr().err

@@ -11,7 +11,9 @@ from . import COUNT, SEED, integer, writable_folder
 
 def add_parser(sub, common) -> None:
     p = sub.add_parser("invert", parents=[common], help="DDIM inversion: images -> latents x_T (.npz)")
-    p.add_argument("--ckpt", required=True)
+    p.add_argument(
+        "--ckpt", default="pretrained:mnist", help="a run or checkpoint directory (default: pretrained:mnist)"
+    )
     p.add_argument("--images", required=True, help="an .npz, an image folder or a dataset spec (mnist:test)")
     p.add_argument("--n", type=COUNT, default=None, help="the first n images (default: all)")
     p.add_argument("--steps", type=COUNT, default=50, help="trajectory length S (S network calls each way)")
@@ -24,7 +26,9 @@ def add_parser(sub, common) -> None:
         ("merge", "inversion-merge of two images beside their pixel mix (a grid)", run_merge),
     ):
         p = sub.add_parser(name, parents=[common], help=helptext)
-        p.add_argument("--ckpt", required=True)
+        p.add_argument(
+            "--ckpt", default="pretrained:mnist", help="a run or checkpoint directory (default: pretrained:mnist)"
+        )
         p.add_argument("--images", required=name == "merge", help="images to invert: .npz, folder or dataset spec")
         p.add_argument("--pick", type=integer(0), nargs=2, default=[0, 1], metavar=("I", "J"), help="which two images")
         p.add_argument("--frames", type=COUNT, default=9, help="mixing weights from 0 to 1")
