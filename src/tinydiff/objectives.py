@@ -38,7 +38,8 @@ def elbo_weights(schedule: NoiseSchedule) -> torch.Tensor:
     """[T] weights on the eps-MSE that make the loss DDPM's variational bound (eq. 5, its L_{t-1}
     terms with sigma_t^2 = beta~_t): L_{t-1} = 1/2 (SNR(t-1) - SNR(t)) ||x0 - x0_pred||^2 (Kingma et
     al. 2021, eq. 13), i.e. 1/2 (SNR(t-1) / SNR(t) - 1) on the eps-MSE; normalised to mean 1 over t.
-    t = 0 (the decoder term, SNR(-1) infinite) takes t = 1's weight."""
+    t = 0 is the bound's decoder term L_0, not a Gaussian KL (its weight here would be infinite,
+    SNR(-1) = inf): it takes t = 1's weight, a finite stand-in."""
     t = torch.arange(schedule.num_timesteps)
     snr = schedule.snr(t)
     weights = 0.5 * (schedule.snr((t - 1).clamp(min=0)) / snr - 1)

@@ -8,7 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import COUNT, SEED, finite
+from ..errors import TinydiffError
+from . import SEED, finite, integer
 
 
 def add_parser(sub, common) -> None:
@@ -20,7 +21,7 @@ def add_parser(sub, common) -> None:
     p.add_argument("--out", default="results", help="folder for NAME.md, NAME.json and the figures")
     p.add_argument("--summary", default=None, help="where the index of every claim goes (default OUT/REPRODUCTION.md)")
     p.add_argument("--cache", default="runs/reproduce", help="folder of finished results, samples and trained models")
-    p.add_argument("--n", type=COUNT, default=2048, help="samples per score (the floor is given at the same n)")
+    p.add_argument("--n", type=integer(16), default=2048, help="samples per score (the floor is given at the same n)")
     p.add_argument(
         "--budget-minutes", type=finite, default=10.0, help="training minutes per model an experiment trains"
     )
@@ -42,6 +43,7 @@ def run(args) -> None:
     if args.budget_minutes <= 0:
         raise ValueError(f"--budget-minutes must be positive, got {args.budget_minutes:g}")
     out = Path(args.out)
+    failed = []
     for name in names:
         print(f"== {name}: {registry[name].summary}", file=sys.stderr)
         lab = Lab(
@@ -57,6 +59,14 @@ def run(args) -> None:
             cached_only=args.cached_only,
             log=lambda m: print(m, file=sys.stderr),
         )
-        argv = [a for a in args.argv[1:] if a != args.experiment]
-        lab.write(registry[name].run(lab), shlex.join(["tinydiff", "reproduce", name, *argv]))
+        argv = [a for a in args.argv[1:] if a not in (args.experiment, "--cached-only")]
+        try:
+            lab.write(registry[name].run(lab), shlex.join(["tinydiff", "reproduce", name, *argv]))
+        except (TinydiffError, ValueError, RuntimeError, OSError) as err:
+            if len(names) == 1:
+                raise
+            failed.append(name)
+            print(f"tinydiff: {name} failed: {err}", file=sys.stderr)
     print(f"summary: {write_summary(out, args.summary)}")
+    if failed:
+        raise TinydiffError(f"{len(failed)} experiments failed: {', '.join(failed)} (their messages are above)")

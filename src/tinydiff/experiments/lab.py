@@ -29,6 +29,9 @@ import torch
 from ..files import atomic_write
 
 CHUNK = 256  # images per cached chunk of samples
+# Raise to invalidate every cached result after a change to what a cell computes (version 1's keys
+# carry no version field, so that the results of the first version stay valid).
+CACHE_VERSION = 1
 
 
 class Pending(Exception):
@@ -71,6 +74,8 @@ class Report:
 
 
 def _slug(fields: dict) -> str:
+    if CACHE_VERSION > 1:
+        fields = {**fields, "cache_version": CACHE_VERSION}
     text = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -121,10 +126,11 @@ class Lab:
         return quick if self.quick else full
 
     # -- cells ---------------------------------------------------------------------------------
-    def cell(self, kind: str, key: dict, compute: Callable[[], dict]) -> dict:
-        """The record for (kind, key): read from the cache, or computed and stored."""
+    def cell(self, kind: str, key: dict, compute: Callable[[], dict], *, valid: bool = True) -> dict:
+        """The record for (kind, key): read from the cache, or computed and stored. ``valid=False``:
+        a record is there but what it stands for is not (a deleted file): compute it again."""
         path = self.cache / "cells" / kind / f"{_slug(key)}.json"
-        if path.exists():
+        if path.exists() and valid:
             try:
                 record = json.loads(path.read_text())
                 if record.get("key") == json.loads(json.dumps(key, default=str)):
@@ -154,8 +160,10 @@ class Lab:
 
         path = self.ckpt if (self.ckpt and name == "mnist") else f"pretrained:{name}"
         model = load(path, device=self.device)
-        weights = sum(float(p.detach().double().sum()) for p in model.net.parameters())
-        ident = f"{path}#{hashlib.sha256(repr(weights).encode()).hexdigest()[:8]}"
+        # the weights' fingerprint: their float64 sum on the CPU (the same on every device)
+        weights = sum(float(p.detach().cpu().double().sum()) for p in model.net.parameters())
+        label = path if path.startswith("pretrained:") else "ckpt"  # not the path: it may be relative or absolute
+        ident = f"{label}#{hashlib.sha256(repr(weights).encode()).hexdigest()[:8]}"
         return Model(ident, model, model.config["data"]["spec"])
 
     def trained(self, label: str, **options) -> Model:
@@ -204,7 +212,7 @@ class Lab:
         key = {"model": m.ident, "n": n, "classes": classes, "seed": self.seed, **sampling}
         slug = _slug(key)
         path = self.cache / "samples" / f"{slug}.npz"
-        if path.exists():
+        if path.exists() and path.with_suffix(".json").exists():
             return path
         if self.cached_only:
             raise Pending("samples")
@@ -221,7 +229,8 @@ class Lab:
                 save_npz(x, path.with_name(f".{slug}-{k}.npz"), y)  # before its cell: a cut run redoes it
                 return {"seconds": time.perf_counter() - began, "nfe": count["images"] / size, "n": size}
 
-            parts.append(self.cell("chunks", {**key, "chunk": k}, chunk))
+            exists = path.with_name(f".{slug}-{k}.npz").exists()
+            parts.append(self.cell("chunks", {**key, "chunk": k}, chunk, valid=exists))
             self.log(f"  {m.ident} {sampling}: {min(start + size, n)}/{n} images")
         files = [np.load(path.with_name(f".{slug}-{k}.npz")) for k in range(len(parts))]
         arrays = {"x": np.concatenate([f["x"] for f in files])}
@@ -229,9 +238,9 @@ class Lab:
             arrays["y"] = labels.numpy()
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        atomic_write(path, lambda f: f.write(buffer.getvalue()))
         record = {"seconds": sum(p["seconds"] for p in parts), "nfe": parts[0]["nfe"], "n": n, "key": key}
         atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(record, default=str).encode()))
+        atomic_write(path, lambda f: f.write(buffer.getvalue()))  # last: the .npz marks the samples done
         for k in range(len(parts)):
             path.with_name(f".{slug}-{k}.npz").unlink(missing_ok=True)
         return path
@@ -293,6 +302,19 @@ class Lab:
         """Where figure ``name`` (e.g. "strip.png") goes: out/EXPERIMENT-name."""
         self.out.mkdir(parents=True, exist_ok=True)
         return self.out / f"{self.name}-{name}"
+
+    def cached_figure(self, name: str, key: dict) -> Path:
+        """Where a figure drawn inside a cell goes, in the cache (copied out by :meth:`keep`)."""
+        path = self.cache / "figures" / f"{_slug(key)}-{name}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def keep(self, cached: Path, name: str) -> str | None:
+        """Copy a figure drawn inside a cell to the output folder; its file name there, or None."""
+        if not cached.exists():
+            return None
+        self.figure(name).write_bytes(cached.read_bytes())
+        return self.figure(name).name
 
     def write(self, report: Report, command: str) -> Path:
         """docs/results/NAME.md (our tables beside the seed's claims, the command, the verdicts) and

@@ -193,12 +193,11 @@ def interpolation_experiment(lab: Lab) -> Report:
                 "mid_std": images[:, frames // 2].std().item(),
             }
             grids.append(images[:4].flatten(0, 1))
-        save_grid(torch.cat(grids), lab.figure("paths.png"), frames)
+        save_grid(torch.cat(grids), lab.cached_figure("paths.png", key), frames)
         return result
 
-    result = lab.attempt(
-        lab.cell, "interpolation", {"model": m.ident, "pairs": pairs, "frames": frames, "seed": lab.seed}, measure
-    )
+    key = {"model": m.ident, "pairs": pairs, "frames": frames, "seed": lab.seed}
+    result = lab.attempt(lab.cell, "interpolation", key, measure)
     report = Report("Interpolation in DDIM's latent space (DDIM Sec. 5.4)", SLIDES)
     report.summary = f"{pairs} pairs of random x_T, {frames} frames each, decoded by DDIM (S = 50, the null class)."
     if result:
@@ -209,7 +208,8 @@ def interpolation_experiment(lab: Lab) -> Report:
             rows,
             ["path", "mid_confidence", "min_confidence", "mean_step", "max_step_over_mean", "mid_std"],
         )
-        report.figures.append((f"{lab.name}-paths.png", "Four pairs: slerp (first four rows), linear mix (last four)"))
+        if name := lab.keep(lab.cached_figure("paths.png", key), "paths.png"):
+            report.figures.append((name, "Four pairs: slerp (first four rows), linear mix (last four)"))
         s, lin = result["slerp"], result["linear"]
         smooth = s["min_confidence"] > lin["min_confidence"] and s["max_step_over_mean"] < 4
         report.verdict(
@@ -218,7 +218,7 @@ def interpolation_experiment(lab: Lab) -> Report:
             f"slerp: midpoint confidence {s['mid_confidence']:.2f}, "
             f"largest step {s['max_step_over_mean']:.1f}x the mean; "
             f"linear mix: {lin['mid_confidence']:.2f}, {lin['max_step_over_mean']:.1f}x",
-            "reproduced" if smooth else "partly",
+            "reproduced" if smooth else "partly" if s["min_confidence"] > 0.5 else "not reproduced",
             "every frame of a slerp path is a digit and the path moves evenly"
             if smooth
             else "the path has jumps (a digit changes identity within a frame or two)",
@@ -236,7 +236,7 @@ def merge_experiment(lab: Lab) -> Report:
     k = lab.pick(100, 3)
     test = labelled_draw("mnist:test", 10_000 if not lab.quick else 400)
 
-    def measure(a_class, b_class):
+    def measure(a_class, b_class, key):
         g = torch.Generator().manual_seed(lab.seed)
         pick = lambda c: test.images[(test.labels == c).nonzero()[:, 0]]  # noqa: E731
         if a_class is None:
@@ -258,15 +258,17 @@ def merge_experiment(lab: Lab) -> Report:
         if a_class is not None:
             save_grid(
                 torch.cat([a[:10].float() / 127.5 - 1, b[:10].float() / 127.5 - 1, latent[:10], pixel[:10]]),
-                lab.figure("2+5.png"),
+                lab.cached_figure("2+5.png", key),
                 10,
             )
         return result
 
-    rows = []
+    rows, figure = [], None
     for label, pair in (("a 2 and a 5", (2, 5)), ("any two digits", (None, None))):
         key = {"model": m.ident, "pairs": k, "classes": pair, "seed": lab.seed}
-        result = lab.attempt(lab.cell, "merge", key, lambda pair=pair: measure(*pair))
+        result = lab.attempt(lab.cell, "merge", key, lambda pair=pair, key=key: measure(*pair, key))
+        if pair[0] is not None:
+            figure = lab.keep(lab.cached_figure("2+5.png", key), "2+5.png")
         for name, value in (result or {}).items():
             rows.append({"pairs": label, "mix": name, **value, "n": k})
     report = Report("Inversion-merge: does 2 + 5 make an 8?", REPLICATION)
@@ -280,8 +282,8 @@ def merge_experiment(lab: Lab) -> Report:
         rows,
         ["pairs", "mix", "confident", "mean_confidence", "eights", "histogram", "n"],
     )
-    if rows:
-        report.figures.append((f"{lab.name}-2+5.png", "Rows: the 2s, the 5s, the latent merge, the pixel mix"))
+    if rows and figure:
+        report.figures.append((figure, "Rows: the 2s, the 5s, the latent merge, the pixel mix"))
         by = {(r["pairs"], r["mix"]): r for r in rows}
         latent, pixel = by[("a 2 and a 5", "latent")], by[("a 2 and a 5", "pixel")]
         digit = latent["confident"] > pixel["confident"] + 0.2

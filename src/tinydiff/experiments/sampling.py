@@ -32,7 +32,9 @@ def fid_row(lab: Lab, m: Model, n: int, **sampling) -> dict:
 
 
 def eta_options(eta: str) -> dict:
-    return {"sigma_hat": True} if eta == "sigma-hat" else {"eta": float(eta)}
+    """DDIM's options for a row of Table 1 (eta 0 is DDIM's default: no option, so that its samples
+    are the same cells as every other experiment's DDIM)."""
+    return {"sigma_hat": True} if eta == "sigma-hat" else {"eta": float(eta)} if float(eta) else {}
 
 
 @experiment("ddpm-vs-ddim", claims=("R1", "R2"))
@@ -150,13 +152,16 @@ def _table1_verdicts(report: Report, rows: list[dict], steps) -> None:
     if any(v is None for values in cells.values() for v in values):
         return
     best_small = min(by_eta, key=lambda e: by_eta[e][small])
-    improves = {eta: values[0] > values[-1] for eta, values in cells.items()}
+    improves = {eta: values[0] > values[-1] + NOISE for eta, values in cells.items()}
     hat_small = max(by_eta, key=lambda e: by_eta[e][small]) == "sigma-hat"
     hat_large = min(by_eta, key=lambda e: by_eta[e][large]) == "sigma-hat"
-    held = [best_small == "0", all(improves.values()), hat_small, hat_large]
+    # within the noise of a draw (larger at S = 1000's n / 4) a tie counts as held
+    eta0_best = by_eta["0"][small] <= by_eta[best_small][small] + NOISE
+    hat_best = by_eta["sigma-hat"][large] <= min(r[large] for r in rows) + 2 * NOISE
+    held = [eta0_best, all(improves.values()), hat_small, hat_best]
     ours = (
         f"best at {small}: eta = {best_small}; FID falls with S for {sum(improves.values())} of {len(improves)} rows; "
-        f"sigma-hat worst at {small}: {hat_small}, best at {large}: {hat_large}"
+        f"sigma-hat worst at {small}: {hat_small}, best at {large}: {hat_large} (within {2 * NOISE:g}: {hat_best})"
     )
     verdict = "reproduced" if all(held) else "partly" if sum(held) >= 2 else "not reproduced"
     why = "all four orderings hold" if all(held) else f"{sum(held)} of the 4 orderings hold"
@@ -186,7 +191,7 @@ def samplers(lab: Lab) -> Report:
     report = Report("Every sampler at equal network evaluations", TRYOUT, "The shipped MNIST model; n samples each.")
     columns = ["sampler", "budget", "S", "nfe", "fid", "fid_floor", "kid", "n", "seconds_64"]
     report.table("FID by sampler and network evaluations (budget; nfe: counted)", rows, columns)
-    scored = [r for r in rows if r.get("fid") is not None]
+    scored = [r for r in rows if r.get("fid") is not None and r.get("seconds_64") is not None]
     if len(scored) == len(rows):
         by = {(r["sampler"], r["budget"]): r for r in rows}
         top = max(r["budget"] for r in rows)
@@ -222,7 +227,7 @@ def skipping(lab: Lab) -> Report:
     settings = [("ddpm naive", "ddpm", {"respace": False}), ("ddpm respaced", "ddpm", {}), ("ddim", "ddim", {})]
     classifier = load_classifier("mnist")
     rows, grids = [], []
-    for s in lab.pick((5, 10, 50), (5,)):
+    for s in lab.pick((5, 10), (5,)):
         for label, sampler, options in settings:
             row = lab.attempt(fid_row, lab, m, n, sampler=sampler, steps=s, **options) or {}
             if row:
@@ -267,7 +272,6 @@ def diversity(lab: Lab) -> Report:
     m = lab.shipped("mnist")
     n = lab.pick(lab.n, 16)
     classifier = load_classifier("mnist")
-    real = None if lab.cached_only else features(m.data, n, lab.extractor, log=lab.log)  # cached by the scores
     rows = []
     for sampler, steps, options in [
         ("ddpm", lab.pick(None, 20), {}),
@@ -282,7 +286,8 @@ def diversity(lab: Lab) -> Report:
             pairwise = torch.pdist(flat[:1000]).mean().item()
             p = class_probabilities(classifier, x).argmax(1).bincount(minlength=10).double() / len(x)
             entropy = -(p[p > 0] * p[p > 0].log()).sum().item()
-            precision, recall = precision_recall(real, lab.features(path)) if real is not None else (None, None)
+            real = features(m.data, n, lab.extractor, log=lab.log)  # cached by the scores
+            precision, recall = precision_recall(real, lab.features(path))
             return {"pairwise_l2": pairwise, "class_entropy": entropy, "precision": precision, "recall": recall}
 
         name = f"{sampler} S = {steps or 1000}" + (" eta 1" if options else "")

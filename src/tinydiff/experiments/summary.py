@@ -41,9 +41,10 @@ CLAIMS = {
     "R23": (BLOG, "the ELBO weighting puts far more weight on small noise levels than L_simple"),
     "R24": (BLOG, "the per-timestep loss over training"),
 }
-ELSEWHERE = {  # claims that another part of tinydiff answers
-    "R16": "text conditioning is not built yet",
-    "R17": "no offline copy of Flowers102; RGB training on emoji is not built yet",
+ELSEWHERE = {  # claims no experiment here checks, and why
+    "R16": "not run yet: tinydiff has no text conditioning yet",
+    "R17": "**not reproducible here**: no copy of Flowers102 (nor of CIFAR-10 or CelebA) can be had "
+    "offline on the machines this was run on; RGB training is tested on synthetic images only",
 }
 
 
