@@ -119,6 +119,7 @@ class Lab:
         self.seed, self.ckpt, self.device, self.log = seed, ckpt, device, log
         self.cached_only, self.pending = cached_only, 0
         self.started = time.perf_counter()
+        self.compute_seconds, self._depth = 0.0, 0  # what every result used took, cached or not
         self._extractor = None
 
     def pick(self, full, quick):
@@ -134,13 +135,20 @@ class Lab:
             try:
                 record = json.loads(path.read_text())
                 if record.get("key") == json.loads(json.dumps(key, default=str)):
+                    self.compute_seconds += record.get("seconds", 0.0) if self._depth == 0 else 0.0
                     return record["value"]
             except (OSError, ValueError):
                 pass  # a damaged record is computed again
         if self.cached_only:
             raise Pending(kind)
-        value = compute()
-        record = json.dumps({"key": key, "value": value}, indent=1, default=str).encode()
+        began, self._depth = time.perf_counter(), self._depth + 1
+        try:
+            value = compute()
+        finally:
+            self._depth -= 1
+        seconds = time.perf_counter() - began
+        self.compute_seconds += seconds if self._depth == 0 else 0.0
+        record = json.dumps({"key": key, "value": value, "seconds": seconds}, indent=1, default=str).encode()
         atomic_write(path, lambda f: f.write(record))
         return value
 
@@ -191,6 +199,7 @@ class Lab:
             summary["minutes_this_call"] = round((time.perf_counter() - started) / 60, 2)
             atomic_write(done, lambda f: f.write(json.dumps(summary).encode()))
         model = load(run, device=self.device)
+        self.compute_seconds += 60 * (options["minutes"] or 0) if self._depth == 0 else 0.0  # its budget
         return Model(run.name, model, model.config["data"]["spec"], json.loads(done.read_text()))
 
     # -- samples and scores ----------------------------------------------------------------------
@@ -213,6 +222,7 @@ class Lab:
         slug = _slug(key)
         path = self.cache / "samples" / f"{slug}.npz"
         if path.exists() and path.with_suffix(".json").exists():
+            self.compute_seconds += self.sampling_record(path)["seconds"] if self._depth == 0 else 0.0
             return path
         if self.cached_only:
             raise Pending("samples")
@@ -330,6 +340,7 @@ class Lab:
             "scale": scale,
             "machine": machine,
             "minutes_this_run": minutes,
+            "compute_minutes": round(self.compute_seconds / 60, 1),
             "verdicts": {c: dict(zip(("seed", "ours", "verdict", "why"), v)) for c, v in report.verdicts.items()},
             "tables": [{"caption": c, "columns": cols, "rows": rows} for c, rows, cols in report.tables],
             "figures": [{"file": f, "caption": c} for f, c in report.figures],
@@ -341,8 +352,15 @@ class Lab:
         lines += [report.summary, ""] if report.summary else []
         lines += ["```", command, "```", ""]
         quick = " (--quick: a miniature, not a result)" if self.quick else ""
-        lines += [f"Scale: n = {self.n} samples per score, {self.budget_minutes:g} training minutes per model{quick}."]
-        lines += [f"Machine: {machine['cpu']}, {machine['threads']} threads, torch {machine['torch']}.", ""]
+        lines += [
+            f"Run with --n {self.n} (samples per score) and --budget-minutes {self.budget_minutes:g} "
+            f"(training per model){quick}."
+        ]
+        lines += [
+            f"Machine: {machine['cpu']}, {machine['threads']} threads, torch {machine['torch']}; compute: "
+            f"{self.compute_seconds / 60:.1f} minutes (every result this page uses, however many runs it took).",
+            "",
+        ]
         if report.verdicts:
             lines += ["| claim | the write-up | ours | verdict | why |", "|---|---|---|---|---|"]
             lines += [f"| {c} | {s} | {o} | **{v}** | {w} |" for c, (s, o, v, w) in report.verdicts.items()]
