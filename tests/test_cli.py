@@ -192,3 +192,19 @@ def test_the_class_label_policy_of_the_api():
     for bad in ("three", 2.5, True):
         with pytest.raises(TinydiffError, match="--class must be a class index"):
             class_labels(model, bad, 2)
+
+
+def test_resume_takes_the_recorded_config_and_refuses_a_conflicting_flag(npz, tmp_path, capsys):
+    """A run trained with non-default flags resumes with only --out and --steps given."""
+    run = tmp_path / "run"
+    flags = f"--data {npz} --out {run} --batch-size 4 --preset nano --schedule linear --no-clip-aware-loss"
+    assert cli(f"train {flags} --steps 2 --ckpt-every 2 --sample-grid 0 --no-progress") == 0
+    assert cli(f"train --out {run} --steps 3 --resume --sample-grid 0 --no-progress") == 0
+    from tinydiff.checkpoint import read_config, resolve_checkpoint
+
+    recorded = read_config(resolve_checkpoint(run))["train"]
+    assert (recorded["schedule"], recorded["batch_size"], recorded["clip_aware_loss"]) == ("linear", 4, False)
+    assert recorded["data"] == str(npz) and recorded["steps"] == 3
+    # a flag given on resume that a run cannot change mid-way is refused, naming both values
+    assert cli(f"train --out {run} --steps 4 --resume --schedule cosine --no-progress") == 2
+    assert "schedule='linear' (now 'cosine')" in capsys.readouterr().err

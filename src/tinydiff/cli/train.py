@@ -54,7 +54,12 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 def add_parser(sub, common) -> None:
     p = sub.add_parser("train", parents=[common], help="train a diffusion model")
     add_config_flags(p)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its newest checkpoint, with the config it recorded (flags given "
+        "now may change only --steps, --minutes and the logging and checkpoint flags)",
+    )
     p.add_argument(
         "--nproc",
         type=COUNT,
@@ -63,6 +68,31 @@ def add_parser(sub, common) -> None:
     )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
+
+
+def given(argv: list[str]) -> set[str]:
+    """The TrainConfig fields whose flags appear in ``argv`` (as --flag, --flag=value or negated)."""
+    names = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    fields = set()
+    for f in dataclasses.fields(TrainConfig):
+        bare = flag(f).removeprefix("--").removeprefix("no-")  # --no-time and --time, --amp and --no-amp
+        if {f"--{bare}", f"--no-{bare}"} & names:
+            fields.add(f.name)
+    return fields
+
+
+def recorded_options(out: Path, options: dict, explicit: set[str]) -> dict:
+    """Resume: the run's recorded train config, with the flags given now (``explicit``) on top; the
+    trainer then refuses any of those that a run cannot change mid-way, naming both values."""
+    from ..checkpoint import read_config, resolve_checkpoint
+
+    if not (out / "latest").exists() and not any(out.glob("ckpt-*")):
+        return options  # nothing to resume: the trainer says so
+    recorded = read_config(resolve_checkpoint(out))["train"]
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    merged = {k: v for k, v in recorded.items() if k in fields}
+    merged.update({k: options[k] for k in explicit | {"out"}})
+    return {**options, **merged}
 
 
 def without_nproc(argv: list[str]) -> list[str]:
@@ -85,6 +115,8 @@ def run(args) -> None:
             raise SystemExit(code)
         return
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    if args.resume:
+        options = recorded_options(Path(args.out), options, given(args.argv))
     ckpt = train(resume=args.resume, progress=args.progress, **options)
     if ckpt is not None:  # rank 0 (or the only process)
         print(f"checkpoint: {ckpt}")
