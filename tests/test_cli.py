@@ -178,6 +178,18 @@ def test_train_flags_are_the_fields_of_trainconfig_with_its_defaults():
     assert (args.channel_mults, args.minutes, args.subset) == ([1, 2], 2.5, 7)
 
 
+def test_help_shows_the_defaults_and_version_prints_it(capsys):
+    from tinydiff import __version__
+
+    for command, shown in [("sample", "(default: ddim)"), ("train", "(default: 0.002)"), ("eval", "(default: 2048)")]:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert shown in " ".join(capsys.readouterr().out.split()), command
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"tinydiff {__version__}"
+
+
 def test_the_class_label_policy_of_the_api():
     import tinydiff
     from tinydiff.api import class_labels

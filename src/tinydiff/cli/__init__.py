@@ -69,10 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    from .. import __version__
+
     parser = _Parser(prog="tinydiff", parents=[common], description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"tinydiff {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for verbs in (fetch, train, sample, evaluate, latent, reproduce, export):
         verbs.add_parser(sub, common)
+    for verb in sub.choices.values():  # --help shows every default
+        verb.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     return parser
 
 

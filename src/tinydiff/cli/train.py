@@ -39,13 +39,10 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
             if name.startswith("--no-"):
                 p.add_argument(name, dest=field.name, action="store_false", help=help_text)
             elif default:
-                help_text += f" (default: {name})"
                 p.add_argument(name, action=argparse.BooleanOptionalAction, default=True, help=help_text)
             else:
                 p.add_argument(name, action="store_true", help=help_text)
             continue
-        if default is not None:
-            help_text += f" (default: {default})"
         choices = field.metadata["choices"]
         metavar = "{" + ",".join(choices) + "}" if choices else None
         p.add_argument(name, type=_parse_type(hints[field.name]), default=default, metavar=metavar, help=help_text)
