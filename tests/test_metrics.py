@@ -70,6 +70,15 @@ def test_mmd2_unbiased_equals_the_double_sum():
     assert mmd2_unbiased(x, y) == pytest.approx(within - 2 * cross, rel=1e-10)
 
 
+def test_kid_spread_is_real_below_two_thousand_samples():
+    """Subsets of half the set differ, so the spread over them is not zero (subsets of the whole set
+    would all be equal); from 2,000 samples on, the subsets hold 1,000 as in clean-fid."""
+    _, spread = kid(_gauss(300), _gauss(300, shift=0.2, seed=4))
+    assert spread > 1e-4
+    with pytest.raises(ValueError, match="four samples"):
+        kid(_gauss(3), _gauss(3, seed=1))
+
+
 def test_kid_is_unbiased_on_equal_distributions():
     """Over independent pairs of samples of one distribution, KID averages to ~0 (an unbiased MMD^2
     estimator), while a shifted distribution is clearly positive."""
