@@ -73,7 +73,8 @@ def write_summary(out: Path, path: Path | None = None) -> Path:
         verdict = ELSEWHERE.get(claim, "not run yet")
         link = "-"
         if name:
-            link = f"[{name}]({os.path.relpath(out / f'{name}.md', path.parent)})"
+            page = out / f"{name}.md"
+            link = f"[{name}]({os.path.relpath(page, path.parent)})" if page.exists() else f"`{name}`"
         if result and result.exists():
             record = json.loads(result.read_text())
             found = record.get("verdicts", {}).get(claim)
