@@ -52,3 +52,18 @@ def test_every_command_line_in_the_docs_parses(where, line, capsys):
         pytest.fail(f"{where}: {line}\n{capsys.readouterr().err}")
     if args.command == "train":  # the training options are checked by TrainConfig, before anything runs
         validate(TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}))
+
+
+def test_every_relative_link_and_image_in_the_docs_exists():
+    pages = [
+        ROOT / "README.md",
+        *sorted((ROOT / "docs").glob("*.md")),
+        *sorted((ROOT / "docs" / "results").glob("*.md")),
+    ]
+    missing = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            path = target.split("#", 1)[0]
+            if path and not re.match(r"[a-z]+:", path) and not (page.parent / path).exists():
+                missing.append(f"{page.relative_to(ROOT)}: {target}")
+    assert not missing, "\n".join(missing)
