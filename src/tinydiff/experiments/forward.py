@@ -17,11 +17,6 @@ TIMES = (0, 50, 100, 250, 500, 750, 999)
 @experiment("forward", claims=("R4",))
 def forward(lab: Lab) -> Report:
     """The forward process eats an image: q(x_t | x_0) at several t for both schedules, and their curves."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..metrics.reference import images_of
     from ..viz import save_grid
 
@@ -30,33 +25,28 @@ def forward(lab: Lab) -> Report:
     report = Report("The forward process on MNIST", REPORT)
     report.summary = "MNIST test digits noised by q(x_t | x_0) with the same noise for both schedules (T = 1000)."
     rows = []
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for name in ("linear", "cosine"):
-        schedule = NoiseSchedule.create(name)
-        strip = []
-        for t in TIMES:
-            x_t = schedule.q_sample(x0, torch.full((len(x0),), t), noise)
-            strip.append(x_t[:6].clamp(-1, 1))
-            corr = torch.corrcoef(torch.stack([x_t.flatten(), x0.flatten()]))[0, 1].item()
-            a = float(schedule.alpha_bar_at(t))
-            rows.append({"schedule": name, "t": t, "alpha_bar": a, "snr": a / (1 - a), "corr_with_x0": corr})
-        grid = torch.stack(strip, 1).flatten(0, 1)  # a row per digit, a column per t
-        save_grid(grid, lab.figure(f"{name}.png"), len(TIMES))
-        report.figures.append(
-            (f"{lab.name}-{name}.png", f"{name} schedule: t = {', '.join(map(str, TIMES))} (columns)")
-        )
-        t = torch.arange(schedule.num_timesteps)
-        axes[0].plot(t, schedule.alpha_bar_at(t), label=name)
-        axes[1].semilogy(t, schedule.snr(t), label=name)
-    axes[0].set(xlabel="t", ylabel="alpha_bar_t", title="signal kept")
-    axes[1].set(xlabel="t", ylabel="SNR(t)", title="signal-to-noise ratio")
-    for ax in axes:
-        ax.legend()
-        ax.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(lab.figure("curves.png"), dpi=100)
-    plt.close(figure)
-    report.figures.append((f"{lab.name}-curves.png", "alpha_bar_t and SNR(t) of both schedules"))
+    curves = lab.plot(report, "curves.png", "alpha_bar_t and SNR(t) of both schedules", ncols=2, figsize=(9, 3.2))
+    with curves as axes:
+        for name in ("linear", "cosine"):
+            schedule = NoiseSchedule.create(name)
+            strip = []
+            for t in TIMES:
+                x_t = schedule.q_sample(x0, torch.full((len(x0),), t), noise)
+                strip.append(x_t[:6].clamp(-1, 1))
+                corr = torch.corrcoef(torch.stack([x_t.flatten(), x0.flatten()]))[0, 1].item()
+                a = float(schedule.alpha_bar_at(t))
+                rows.append({"schedule": name, "t": t, "alpha_bar": a, "snr": a / (1 - a), "corr_with_x0": corr})
+            grid = torch.stack(strip, 1).flatten(0, 1)  # a row per digit, a column per t
+            save_grid(grid, lab.figure(f"{name}.png"), len(TIMES))
+            caption = f"{name} schedule: t = {', '.join(map(str, TIMES))} (columns)"
+            report.figures.append((f"{lab.name}-{name}.png", caption))
+            t = torch.arange(schedule.num_timesteps)
+            axes[0].plot(t, schedule.alpha_bar_at(t), label=name)
+            axes[1].semilogy(t, schedule.snr(t), label=name)
+        axes[0].set(xlabel="t", ylabel="alpha_bar_t", title="signal kept")
+        axes[1].set(xlabel="t", ylabel="SNR(t)", title="signal-to-noise ratio")
+        for ax in axes:
+            ax.legend()
     report.table(
         "alpha_bar_t, SNR(t) and the measured correlation of x_t with x_0 (pixels of the digits above)",
         rows,

@@ -19,7 +19,8 @@ import json
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -312,6 +313,26 @@ class Lab:
         """Where figure ``name`` (e.g. "strip.png") goes: out/EXPERIMENT-name."""
         self.out.mkdir(parents=True, exist_ok=True)
         return self.out / f"{self.name}-{name}"
+
+    @contextmanager
+    def plot(self, report: Report, name: str, caption: str, ncols: int = 1, figsize=(5, 3.2)) -> Iterator[list]:
+        """A matplotlib figure of ``ncols`` axes (yielded as a list): on leaving the block every axis
+        gets a grid, the figure is written as out/EXPERIMENT-name and listed in ``report``."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figure, axes = plt.subplots(1, ncols, figsize=figsize, squeeze=False)
+        try:
+            yield list(axes[0])
+            for ax in axes[0]:
+                ax.grid(alpha=0.3)
+            figure.tight_layout()
+            figure.savefig(self.figure(name), dpi=100)
+        finally:
+            plt.close(figure)
+        report.figures.append((self.figure(name).name, caption))
 
     def cached_figure(self, name: str, key: dict) -> Path:
         """Where a figure drawn inside a cell goes, in the cache (copied out by :meth:`keep`)."""

@@ -209,34 +209,23 @@ def small_data(lab: Lab) -> Report:
 @experiment("weighting", claims=("R23",))
 def weighting(lab: Lab) -> Report:
     """L_simple against the ELBO's weighting over t: the two weightings, and a model trained with each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..objectives import elbo_weights
     from ..schedule import NoiseSchedule
 
     report = Report("L_simple against the ELBO weighting", BLOG)
     schedule = NoiseSchedule.create("linear")
     weights = elbo_weights(schedule)
-    figure, ax = plt.subplots(figsize=(5, 3.2))
-    ax.semilogy(weights, label="ELBO (DDPM eq. 5), mean 1")
-    ax.semilogy(torch.ones_like(weights), label="L_simple (DDPM eq. 14)")
-    ax.set(xlabel="t", ylabel="weight on the eps-MSE", title="linear schedule, T = 1000")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(lab.figure("weights.png"), dpi=100)
-    plt.close(figure)
-    report.figures.append((f"{lab.name}-weights.png", "The weight each loss puts on each timestep's eps error"))
+    with lab.plot(report, "weights.png", "The weight each loss puts on each timestep's eps error") as (ax,):
+        ax.semilogy(weights, label="ELBO (DDPM eq. 5), mean 1")
+        ax.semilogy(torch.ones_like(weights), label="L_simple (DDPM eq. 14)")
+        ax.set(xlabel="t", ylabel="weight on the eps-MSE", title="linear schedule, T = 1000")
+        ax.legend()
     ratio = (weights[1] / weights[500]).item()  # t = 1 here is DDPM's t = 2 (0-based timesteps)
     low_share = (weights[:100].sum() / weights.sum()).item()
     rows = []
     for name in ("none", "elbo"):
-        m = lab.attempt(
-            train, lab, f"weighting-{name}", data="mnist", schedule="linear", prediction="eps", weighting=name
-        )
+        options = {"schedule": "linear", "prediction": "eps", "weighting": name, "clip_aware_loss": False}
+        m = lab.attempt(train, lab, f"weighting-{name}", data="mnist", **options)
         row = (m and lab.attempt(scored, lab, m)) or {}
         rows.append({**row, "model": "L_simple" if name == "none" else "ELBO"})
     report.table("DDPM's setting (linear schedule, eps prediction), the same budget each", rows, COLUMNS)
@@ -255,10 +244,7 @@ def weighting(lab: Lab) -> Report:
 @experiment("loss-t", claims=("R24",))
 def loss_t(lab: Lab) -> Report:
     """The per-timestep loss over training, from a run's log (the schedules experiment's MNIST model)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
 
     report = Report("The loss at each noise level over training", BLOG)
     m = lab.attempt(train, lab, "mnist-cosine", data="mnist", schedule="cosine")  # the schedules experiment's
@@ -268,17 +254,13 @@ def loss_t(lab: Lab) -> Report:
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"loss_t"' in line]
     steps = [r["step"] for r in records]
     bands = np.array([r["loss_t"] for r in records])  # [records, 10]
-    figure, ax = plt.subplots(figsize=(6, 3.5))
-    colours = plt.cm.viridis(np.linspace(0, 1, bands.shape[1]))
-    for k in range(bands.shape[1]):
-        ax.semilogy(steps, bands[:, k], color=colours[k], label=f"t in [{k * 100}, {k * 100 + 99}]")
-    ax.set(xlabel="optimizer step", ylabel="loss (weighted)", title="loss per timestep band")
-    ax.legend(fontsize=6, ncol=2)
-    ax.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(lab.figure("bands.png"), dpi=100)
-    plt.close(figure)
-    report.figures.append((f"{lab.name}-bands.png", "The training loss in ten bands of timesteps over training"))
+    caption = "The training loss in ten bands of timesteps over training"
+    with lab.plot(report, "bands.png", caption, figsize=(6, 3.5)) as (ax,):
+        colours = colormaps["viridis"](np.linspace(0, 1, bands.shape[1]))
+        for k in range(bands.shape[1]):
+            ax.semilogy(steps, bands[:, k], color=colours[k], label=f"t in [{k * 100}, {k * 100 + 99}]")
+        ax.set(xlabel="optimizer step", ylabel="loss (weighted)", title="loss per timestep band")
+        ax.legend(fontsize=6, ncol=2)
     first, last = bands[: max(1, len(bands) // 10)].mean(0), bands[-max(1, len(bands) // 10) :].mean(0)
     rows = [
         {"band": f"{k * 100}-{k * 100 + 99}", "first_10%": first[k], "last_10%": last[k]} for k in range(len(first))
