@@ -88,6 +88,29 @@ def test_fashion_mnist_offline_route_verifies_and_caches(tmp_path, monkeypatch):
         fetch.fetch("fashion-mnist", force=True, log=lambda m: None)
 
 
+def test_fetch_installs_a_system_package_only_when_allowed_or_answered_yes(tmp_path, monkeypatch, capsys):
+    """Offline Fashion-MNIST comes from a Debian package: apt-get runs only with --system-packages or
+    a yes at the terminal; using the data (training) never installs anything."""
+    ran = []
+    monkeypatch.setattr(fetch, "_try_web_idx", lambda name, log: None)
+    monkeypatch.setattr(fetch, "FASHION_DEBIAN", ("dataset-fashion-mnist", tmp_path / "absent"))
+    monkeypatch.setattr(fetch.shutil, "which", lambda name: "/usr/bin/apt-get")
+    monkeypatch.setattr(fetch.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(fetch.subprocess, "run", lambda cmd, **kw: ran.append(cmd))
+    with pytest.raises(TinydiffError, match="tinydiff fetch fashion-mnist --system-packages"):
+        load_dataset("fashion-mnist")  # data in use: never installs
+    assert ran == []
+    monkeypatch.setattr(fetch.sys.stdin, "isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    assert main(["fetch", "fashion-mnist"]) == 2 and ran == []  # asked, answered no
+    monkeypatch.setattr("builtins.input", lambda prompt: "y")
+    assert main(["fetch", "fashion-mnist"]) == 2  # answered yes: apt-get ran (the fake installs nothing)
+    assert ran[-1] == ["apt-get", "install", "-y", "-qq", "dataset-fashion-mnist"]
+    ran.clear()
+    assert main(["fetch", "fashion-mnist", "--no-system-packages"]) == 2 and ran == []
+    assert main(["fetch", "fashion-mnist", "--system-packages"]) == 2 and len(ran) == 2
+
+
 def test_npz_layouts_all_load_the_same(tmp_path):
     x = digit_like_images(6)  # NCHW
     np.savez(tmp_path / "nchw.npz", x=x, y=np.arange(6))

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="to
 
 # a constant learning rate, so that a run stopped at step 3 and resumed to 6 is the 6-step run
 ARGS = ["--batch-size", "8", "--log-every", "2", "--lr", "1e-3", "--warmup", "2", "--lr-schedule", "constant"]
-ARGS += ["--sample-grid", "0", "--no-progress"]
+ARGS += ["--sample-grid", "0", "--quiet"]
 
 
 @pytest.fixture

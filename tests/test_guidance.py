@@ -173,7 +173,7 @@ def test_conditional_training_needs_labels(tmp_path):
 
 def test_cli_class_all_grid_and_errors(conditional_run, tmp_path, capsys):
     npz = tmp_path / "s.npz"
-    args = ["sample", "--ckpt", str(conditional_run), "--steps", "2", "--out", str(tmp_path / "g.png")]
+    args = ["sample", "--ckpt", str(conditional_run), "--steps", "2", "--out", str(tmp_path / "g.png"), "--overwrite"]
     assert main([*args, "--class", "all", "--per-class", "2", "--guidance", "1", "--npz", str(npz)]) == 0
     saved = np.load(npz)
     assert saved["x"].shape == (20, 8, 8, 1) and saved["y"].tolist() == [c for c in range(10) for _ in range(2)]
@@ -186,7 +186,7 @@ def test_cli_class_all_grid_and_errors(conditional_run, tmp_path, capsys):
     assert "out of range" in capsys.readouterr().err
     assert main([*args, "--class", "three"]) == 2
     assert "--class must be" in capsys.readouterr().err
-    assert main([*args, "--guidance", "2"]) == 2
+    assert main([*args, "--class", "none", "--guidance", "2"]) == 2
     assert "guidance needs class labels" in capsys.readouterr().err
     assert main([*args, "--class", "all", "--guidance", "1", "--guidance-interval", "0.5,2"]) == 0
     assert main([*args, "--class", "3", "--guidance-interval", "0.5,2"]) == 2

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import digit_like_images
+from helpers import FakeInception, digit_like_images
 
 from tinydiff.cli import main
 from tinydiff.errors import TinydiffError
@@ -111,20 +111,6 @@ def test_preprocessing_grayscale_and_rgb():
         preprocess(gray.float())
 
 
-class FakeInception:
-    """Cheap stand-in for the Inception network: per-image pixel statistics as features."""
-
-    weights_hash = "fake"
-
-    def __init__(self, *args, **kwargs):
-        self.calls = 0
-
-    def __call__(self, images, progress=False):
-        self.calls += 1
-        x = images.float().flatten(1)
-        return torch.stack([x.mean(1), x.std(1), x[:, ::7].mean(1), x.max(1).values], 1).double().numpy()
-
-
 def test_real_features_are_cached_per_dataset_split_and_n(tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -153,11 +139,46 @@ def test_fid_command_prints_one_json_report(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(inception_module, "InceptionFeatures", FakeInception)
     np.savez(tmp_path / "a.npz", x=digit_like_images(40, size=28, seed=1))
     np.savez(tmp_path / "b.npz", x=digit_like_images(80, size=28, seed=2))
-    assert main(["fid", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--n", "40", "--metrics", "fid,kid,pr"]) == 0
+    args = ["fid", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--n", "40", "--metrics", "fid,kid,pr", "--json"]
+    assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n"] == 40 and report["fid"] >= 0 and "fid_floor" in report and "precision" in report
     assert main(["fid", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--n", "50"]) == 2
     assert "too few for draw 1 of n = 50" in capsys.readouterr().err
+
+
+def test_fid_reads_as_a_table_and_draws_give_the_spread(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(inception_module, "InceptionFeatures", FakeInception)
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    np.savez(a, x=digit_like_images(60, size=28, seed=1))
+    np.savez(b, x=digit_like_images(80, size=28, seed=2))
+    assert main(["fid", str(a), str(b), "--n", "20", "--draws", "3", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    from tinydiff.metrics.reference import labelled_draw
+
+    fake = FakeInception()  # each draw is a disjoint block of A, scored against B's draw 0
+    reference = fake(labelled_draw(str(b), 20, 0).images)
+    singles = [fid(fake(labelled_draw(str(a), 20, k).images), reference) for k in range(3)]
+    assert report["draws"] == 3 and report["fid_draws"] == pytest.approx(singles)
+    assert report["fid"] == pytest.approx(np.mean(singles)) and report["fid_spread"] == pytest.approx(
+        np.std(singles, ddof=1)
+    )
+    assert len(set(report["fid_draws"])) == 3  # the draws differ
+    capsys.readouterr()
+    assert main(["fid", str(a), str(b), "--n", "20", "--draws", "2"]) == 0
+    table = capsys.readouterr().out
+    assert "n = 20 per set, 2 draws" in table and "FID" in table and "over draws" in table and "floor" in table
+    assert main(["fid", str(a), str(b), "--n", "20", "--draws", "4"]) == 2  # 4 x 20 > 60 images
+    assert "too few for draw 4 of n = 20" in capsys.readouterr().err
+
+
+def test_fid_refuses_a_missing_set_before_computing_anything(tmp_path, monkeypatch, capsys):
+    made = []
+    monkeypatch.setattr(inception_module, "InceptionFeatures", lambda *a, **k: made.append(FakeInception()) or made[-1])
+    np.savez(tmp_path / "a.npz", x=digit_like_images(40, size=28, seed=1))
+    assert main(["fid", str(tmp_path / "a.npz"), str(tmp_path / "missing.npz"), "--n", "20"]) == 2
+    assert "missing.npz does not exist" in capsys.readouterr().err
+    assert all(extractor.calls == 0 for extractor in made)
 
 
 def test_compare_rejects_unknown_metrics():
@@ -213,9 +234,9 @@ def test_eval_command_samples_a_checkpoint_and_scores_it(tmp_path, monkeypatch, 
     monkeypatch.setattr(inception_module, "InceptionFeatures", FakeInception)
     data, run, out = tmp_path / "train.npz", tmp_path / "run", tmp_path / "s.npz"
     np.savez(data, x=digit_like_images(64, size=28))
-    assert main(f"train --data {data} --out {run} --steps 2 --batch-size 8 --sample-grid 0 --no-progress".split()) == 0
+    assert main(f"train --data {data} --out {run} --steps 2 --batch-size 8 --sample-grid 0".split()) == 0
     capsys.readouterr()
-    assert main(f"eval --ckpt {run} --n 16 --steps 3 --out {out}".split()) == 0
+    assert main(f"eval --ckpt {run} --n 16 --steps 3 --out {out} --json".split()) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n"] == 16 and report["b"] == str(data) and "fid_floor" in report
     assert np.load(out)["x"].shape == (16, 28, 28, 1)

@@ -96,7 +96,7 @@ def test_training_with_self_condition_records_it_resumes_and_loads(tmp_path, mon
     assert seen == [False] * 4  # no self-conditioning, and no coin drawn for it (the runs before it are unchanged)
     seen.clear()
     main(["train", "--data", str(npz), "--out", str(tmp_path / "a"), "--steps", "40", "--batch-size", "8",
-          "--conditional", "--self-condition", "--sample-grid", "0", "--no-progress"])  # fmt: skip
+          "--conditional", "--self-condition", "--sample-grid", "0", "--quiet"])  # fmt: skip
     assert 10 <= sum(seen) <= 30 and len(seen) == 40  # about half of the batches
     model = load(tmp_path / "a")
     assert model.config["net"]["self_condition"] and model.net.stem.in_channels == 2

@@ -81,13 +81,13 @@ def test_snr_gamma_reaches_the_loss_and_is_recorded(npz, tmp_path, monkeypatch, 
     seen = _loss_argument(monkeypatch, "gamma")
     for name, flag in (("g", ["--snr-gamma", "5"]), ("d", [])):  # d: the default cap, 200
         main(["train", "--data", npz, "--out", str(tmp_path / name), "--steps", "3", "--batch-size", "8",
-              "--sample-grid", "0", "--no-progress", *flag])  # fmt: skip
+              "--sample-grid", "0", "--quiet", *flag])  # fmt: skip
     assert seen == [5.0] * 3 + [200.0] * 3
     assert [load(tmp_path / n).config["train"]["snr_gamma"] for n in "gd"] == [5.0, 200.0]
     # 24 timesteps drawn, some with SNR above 5: the cap changed what was learned
     assert not all(torch.equal(x, y) for x, y in zip(_weights(tmp_path / "g"), _weights(tmp_path / "d")))
     assert main(["train", "--data", npz, "--out", str(tmp_path / "d"), "--steps", "6", "--batch-size", "8",
-                 "--sample-grid", "0", "--no-progress", "--snr-gamma", "20", "--resume"]) == 2  # fmt: skip
+                 "--sample-grid", "0", "--quiet", "--snr-gamma", "20", "--resume"]) == 2  # fmt: skip
     assert "snr_gamma" in capsys.readouterr().err  # a resume keeps its run's cap
 
 
@@ -139,7 +139,7 @@ def test_subset_and_other_objectives_train(npz, tmp_path):
 
 def test_snr_scale_trains_on_the_scaled_schedule_and_the_model_samples_on_it(npz, tmp_path):
     main(["train", "--data", npz, "--out", str(tmp_path / "k"), "--steps", "2", "--batch-size", "8",
-          "--schedule", "cosine", "--snr-scale", "5.2", "--sample-grid", "0", "--no-progress"])  # fmt: skip
+          "--schedule", "cosine", "--snr-scale", "5.2", "--sample-grid", "0", "--quiet"])  # fmt: skip
     model = load(tmp_path / "k")
     assert model.config["schedule"] == {"name": "cosine", "timesteps": 1000, "snr_scale": 5.2}
     base = NoiseSchedule.create("cosine", 1000)
@@ -173,7 +173,7 @@ def test_channels_sets_the_unet_width_and_is_checked(npz, tmp_path):
 def test_channel_mults_set_the_level_widths_and_resume(npz, tmp_path):
     args = ["train", "--data", str(npz), "--out", str(tmp_path / "m"), "--steps", "1", "--batch-size", "4"]
     args += ["--lr", "1e-3", "--warmup", "2"]
-    assert main([*args, "--sample-grid", "0", "--no-progress", "--channels", "8", "--channel-mults", "1,1,2"]) == 0
+    assert main([*args, "--sample-grid", "0", "--quiet", "--channels", "8", "--channel-mults", "1,1,2"]) == 0
     model = load(tmp_path / "m")
     assert model.config["net"]["channel_mults"] == [1, 1, 2]
     assert [b.res.conv1.out_channels for b in model.net.down if hasattr(b, "res")] == [8, 8, 16]
@@ -234,7 +234,7 @@ def test_sigkill_at_any_moment_leaves_a_loadable_checkpoint(npz, tmp_path):
         "3",
         "--net",
         "mlp",
-        "--no-progress",
+        "--quiet",
         "--sample-grid",
         "0",
     ]
@@ -383,3 +383,38 @@ def test_the_diffusers_baseline_trains_in_the_same_loop_and_loads(tmp_path):
     from tinydiff import sample
 
     assert sample(model, 2, steps=2, labels=[0, 3], guidance=1.0).shape == (2, 1, 8, 8)
+    assert main(["export", "--ckpt", str(tmp_path / "run"), "--out", str(tmp_path / "d"), "--format", "diffusers"]) == 2
+
+
+@pytest.mark.parametrize("prediction, schedule", [("v", "cosine"), ("eps", "linear")])
+def test_a_diffusers_net_exports_to_a_ddpm_pipeline_that_diffusers_loads(tmp_path, prediction, schedule, capsys):
+    """The exported pipeline holds the same network and the same betas, and samples."""
+    pytest.importorskip("diffusers")
+    from diffusers import DDPMPipeline
+
+    path = tmp_path / "digits.npz"
+    np.savez(path, x=digit_like_images(16))
+    config = _config(str(path), tmp_path / "run", steps=2, net="diffusers", prediction=prediction, schedule=schedule)
+    Trainer(dataclasses.replace(config, snr_scale=0.5)).run(progress=False)
+    assert (
+        main(["export", "--ckpt", str(tmp_path / "run"), "--out", str(tmp_path / "hub"), "--format", "diffusers"]) == 0
+    )
+    pipeline = DDPMPipeline.from_pretrained(tmp_path / "hub")
+    model = load(tmp_path / "run")
+    x, t = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([3, 900])
+    torch.testing.assert_close(pipeline.unet(x, t).sample, model.net(x, t), rtol=0, atol=1e-5)  # channels_last
+    torch.testing.assert_close(
+        pipeline.scheduler.alphas_cumprod.double(),
+        model.schedule.alpha_bar,
+        rtol=3e-5,
+        atol=1e-12,  # float32 in diffusers
+    )
+    wanted = {"v": "v_prediction", "eps": "epsilon"}[prediction]
+    assert pipeline.scheduler.config.prediction_type == wanted and pipeline.scheduler.config.clip_sample
+    images = pipeline(batch_size=2, num_inference_steps=3, output_type="np", generator=torch.manual_seed(0)).images
+    assert images.shape == (2, 8, 8, 1) and np.isfinite(images).all()
+    # tinydiff's own networks have no diffusers class: refused in one line
+    Trainer(_config(str(path), tmp_path / "own", steps=1)).run(progress=False)
+    capsys.readouterr()
+    assert main(["export", "--ckpt", str(tmp_path / "own"), "--out", str(tmp_path / "x"), "--format", "diffusers"]) == 2
+    assert "has no diffusers class" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -21,24 +22,26 @@ from .viz import save_grid
 
 
 def train(
-    data: str = "mnist", out: str = "runs/mnist", *, resume: bool = False, progress: bool = True, **options
+    data: str = "mnist", out: str | None = None, *, resume: bool = False, progress: bool = True, **options
 ) -> Path:
     """Train a model (options: the fields of :class:`TrainConfig`); returns the final checkpoint
     (None on the ranks other than 0 of a torchrun launch).
 
-    Writes ``out/ckpt-*/``, ``out/log.jsonl`` and, unless ``sample_grid=0``, a grid of EMA
-    samples (DDIM, 50 steps) as ``out/samples.png``.
+    Writes into ``out`` (by default runs/ and the data's name) ``ckpt-*/``, ``log.jsonl`` and, unless
+    ``sample_grid=0``, a grid of EMA samples (DPM-Solver++(2M), 20 steps) as ``samples.png``.
     """
     from .training import Trainer, distributed  # here: sampling and loading never import training
 
-    config = TrainConfig(data=data, out=str(out), **options)
+    config = TrainConfig(data=data, out=None if out is None else str(out), **options)
     with distributed.session(config.device) as ctx:  # a process group when started by torchrun
         ckpt = Trainer(config, resume=resume).run(progress=progress)
     if config.sample_grid and ctx.is_main:
         model = load(ckpt)
         labels = model.balanced_labels(config.sample_grid)  # a conditional model: the classes in turn
-        images = sample(model, n=config.sample_grid, sampler="ddim", steps=50, seed=config.seed, labels=labels)
-        save_grid(images, Path(out) / "samples.png")
+        if progress:
+            print(f"sampling a grid of {config.sample_grid} images (dpm++2m, 20 steps)", file=sys.stderr)
+        images = sample(model, n=config.sample_grid, sampler="dpm++2m", steps=20, seed=config.seed, labels=labels)
+        save_grid(images, Path(config.out) / "samples.png")
     return ckpt
 
 
@@ -140,15 +143,21 @@ def sample(
 def class_labels(
     model: DiffusionModel, which: str | int | None, n: int, *, per_class: int | None = None
 ) -> tuple[torch.Tensor | None, int]:
-    """The class labels to sample ``model`` with, and how many images that makes.
+    """The class labels to sample ``model`` with, and how many images that makes; the one policy of
+    ``sample`` and ``eval``.
 
-    which: None or "none": no labels (a conditional model samples its null class); "all": every
-    class in turn, n labels cycling through them, or ``per_class`` images of each class in order
-    (K * per_class images, a grid row per class); "data": n labels in the proportions of the classes
-    of the training data (config.json's data.spec); a class index (an int or its string): that class
-    for every image.
+    which: None: "all" for a class-conditional model, no labels for an unconditional one; "all": n
+    labels cycling through the classes (0, 1, ..., K-1, 0, ...), or with ``per_class`` that many
+    images of each class in order (K * per_class images, a grid row per class); "none": no labels
+    (a conditional model samples its null class); "data": n labels in the proportions of the
+    classes of the training data (config.json's data.spec); a class index (an int or its string):
+    that class for every image.
     """
-    if which is None or which == "none":
+    if which is None:
+        which = "all" if model.num_classes else "none"
+    if per_class is not None and which != "all":
+        raise TinydiffError(f"--per-class goes with --class all (a row per class), not with --class {which}")
+    if which == "none":
         return None, n
     if not model.num_classes:
         raise TinydiffError("this model is not class-conditional (trained without --conditional): drop --class")

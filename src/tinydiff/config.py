@@ -26,6 +26,7 @@ from .nets.unet import PRESETS
 from .objectives import TIMESTEP_SAMPLINGS, WEIGHTINGS
 from .schedule import MAX_TIMESTEPS, SCHEDULES, NoiseSchedule
 
+LOGGERS = ("jsonl", "tensorboard")
 LR_SCHEDULES = ("constant", "cosine", "linear")  # after warm-up: see training.trainer.learning_rate
 MAX_SEED = 2**32 - 1
 
@@ -54,6 +55,16 @@ def _flag(v: object) -> bool:
 
 def _text(v: object) -> bool:
     return isinstance(v, str) and v != ""
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """A torch device from a name; "auto" (every verb's default) is the GPU when there is one."""
+    if str(name) == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise TinydiffError(f"--device must be auto, cpu, cuda, cuda:N or another torch device, got {name!r}") from None
 
 
 def _device(v: object) -> bool:
@@ -98,7 +109,12 @@ class TrainConfig:
         _text,
         "a dataset name, an .npz file or an image folder",
     )
-    out: str = option("runs/mnist", "run directory (checkpoints, log.jsonl, samples.png)", _text, "a directory")
+    out: str | None = option(
+        None,
+        "run directory: checkpoints, log.jsonl, samples.png (default: runs/ and the data's name, e.g. runs/digits)",
+        _text,
+        "a directory",
+    )
     net: str = option("unet", "the network: unet, mlp, or diffusers (diffusers' UNet2DModel)", **one_of(NET_KINDS))
     preset: str = option("nano", "U-Net size (nets/unet.py: PRESETS; only for --net unet)", **one_of(PRESETS))
     channels: int | None = option(
@@ -220,6 +236,18 @@ class TrainConfig:
     )
     ckpt_every: int = option(500, "steps between checkpoints", _count(1), "an integer >= 1")
     log_every: int = option(25, "steps between records of log.jsonl", _count(1), "an integer >= 1")
+    grid_every: int = option(
+        0,
+        "steps between grids of 16 EMA samples from the same noise (dpm++2m, 20 steps) in OUT/grids/ (0: none)",
+        _count(0),
+        "an integer >= 0 (0: no grids during training)",
+    )
+    logger: str = option(
+        "jsonl",
+        "where the training records go: jsonl (OUT/log.jsonl) or tensorboard (also OUT/tensorboard: scalars and "
+        "grids; pip install 'tinydiff[tensorboard]')",
+        **one_of(LOGGERS),
+    )
     keep: int = option(
         2, "checkpoints kept (the newest); 0: all", _count(0), "an integer >= 0 (0: keep every checkpoint)"
     )
@@ -234,12 +262,25 @@ class TrainConfig:
     )
 
     def __post_init__(self):
+        if self.out is None:
+            self.out = default_out(self.data)
         if self.channel_mults is not None:  # a list, as it reads back from a checkpoint's JSON (resume compares them)
             self.channel_mults = list(self.channel_mults)
 
 
+def default_out(data: str) -> str:
+    """A run's folder when --out is not given: runs/ and the data's name (runs/mnist for mnist:test,
+    runs/faces for ~/faces/ or faces.npz)."""
+    import pathlib
+
+    return str(pathlib.Path("runs") / (pathlib.Path(str(data).split(":")[0]).stem or "data"))
+
+
 # Fields that may differ when a run is resumed; everything else must match the checkpoint.
-RESUMABLE_CHANGES = {"steps", "minutes", "out", "ckpt_every", "log_every", "keep", "sample_grid", "device", "compile"}
+RESUMABLE_CHANGES = {
+    *("steps", "minutes", "out", "ckpt_every", "log_every", "grid_every", "logger", "keep", "sample_grid"),
+    *("device", "compile"),
+}
 
 
 def flag(f: dataclasses.Field) -> str:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .checkpoint import build_checked, load_weights, read_config, resolve_checkpoint, weights_file
+from .config import resolve_device
 from .denoiser import Denoiser, build_denoiser
 from .errors import TinydiffError
 from .schedule import NoiseSchedule
@@ -99,9 +100,10 @@ class DiffusionModel:
 PRETRAINED = {p.name: p for p in sorted((Path(__file__).parent / "pretrained").iterdir()) if p.is_dir()}
 
 
-def load(path: str | Path | None = None, *, ema: bool = True, device: str | torch.device = "cpu") -> DiffusionModel:
-    """Load a checkpoint (or a run directory's newest one) in eval mode; EMA weights by default.
-    Without a path, or with ``pretrained:mnist``, the model shipped with tinydiff."""
+def load(path: str | Path | None = None, *, ema: bool = True, device: str | torch.device = "auto") -> DiffusionModel:
+    """Load a checkpoint (or a run directory's newest one) in eval mode; EMA weights by default, on
+    the GPU when there is one (device="auto"). Without a path, or with ``pretrained:mnist``, the
+    model shipped with tinydiff."""
     if path is None or str(path).startswith("pretrained:"):
         name = "mnist" if path is None else str(path).partition(":")[2]
         if name not in PRETRAINED:
@@ -119,7 +121,8 @@ def load(path: str | Path | None = None, *, ema: bool = True, device: str | torc
     except (KeyError, TypeError, ValueError) as err:
         raise TinydiffError(f"checkpoint {ckpt}: config.json does not describe a model ({err})") from None
     load_weights(ckpt, weights, net)
+    device = resolve_device(device)
     net = net.to(device).eval()
-    if torch.device(device).type == "cpu":  # faster CPU convolutions (benchmarks/train_throughput.py)
+    if device.type == "cpu":  # faster CPU convolutions (benchmarks/train_throughput.py)
         net = net.to(memory_format=torch.channels_last)
     return DiffusionModel(net, schedule, prediction, config)

@@ -94,3 +94,40 @@ def save_trajectory(
     strip_path = path.with_suffix(".png")
     picture(strip).save(strip_path)
     return path, strip_path
+
+
+def plot_log(records: list[dict], path: str | Path, title: str = "") -> Path:
+    """A run's log.jsonl as one PNG of four panels: the training loss, the loss in each band of
+    timesteps over training (where the network still has to learn), the learning rate and the
+    throughput in images/s."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not records:
+        raise ValueError("the log has no records yet")
+    steps = np.array([r["step"] for r in records])
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), constrained_layout=True)
+    fig.suptitle(title)
+    axes[0, 0].plot(steps, [r["loss"] for r in records])
+    axes[0, 0].set(title="loss (mean since the previous record)", yscale="log", xlabel="step")
+    bands = np.array([r["loss_t"] for r in records if "loss_t" in r])
+    if len(bands):
+        colors = plt.get_cmap("viridis")(np.linspace(0, 1, bands.shape[1]))
+        for k, color in enumerate(colors):
+            label = {0: "lowest t (least noise)", len(colors) - 1: "highest t (most noise)"}.get(k)
+            axes[0, 1].plot(steps[-len(bands) :], bands[:, k], color=color, label=label)
+        axes[0, 1].legend(fontsize=8)
+    axes[0, 1].set(
+        title=f"loss in {bands.shape[1] if len(bands) else 10} bands of timesteps", yscale="log", xlabel="step"
+    )
+    axes[1, 0].plot(steps, [r["lr"] for r in records])
+    axes[1, 0].set(title="learning rate", xlabel="step")
+    axes[1, 1].plot(steps, [r["images_per_s"] for r in records])
+    axes[1, 1].set(title="images/s", xlabel="step", ylim=(0, None))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

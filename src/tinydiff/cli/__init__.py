@@ -57,6 +57,43 @@ def writable_folder(folder: Path) -> None:
         raise TinydiffError(f"cannot write into {folder}")
 
 
+def device_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:1, ...")
+
+
+def output_options(
+    p: argparse.ArgumentParser, what: str, default: str = "named after the model and options, in this folder"
+) -> None:
+    """--out and --overwrite of a verb that writes a file."""
+    p.add_argument("--out", default=None, help=f"{what} (default: {default})")
+    p.add_argument("--overwrite", action="store_true", help="replace output files that exist (else they are refused)")
+
+
+def output_path(given: str | Path | None, default: str, overwrite: bool = False) -> Path:
+    """Where a verb writes, never over an existing file by surprise: a path the user gave is refused
+    if it exists (unless ``overwrite``); without one, ``default``, numbered (-2, -3, ...) when taken.
+    Its folder is created and must be writable."""
+    if given is not None:
+        path = Path(given)
+        if path.exists() and not overwrite:
+            raise TinydiffError(f"{path} exists: pass --overwrite to replace it, or choose another path")
+    else:
+        path, number = Path(default), 1
+        while path.exists():
+            number += 1
+            path = Path(default).with_name(f"{Path(default).stem}-{number}{Path(default).suffix}")
+    writable_folder(path.parent)
+    return path
+
+
+def model_name(ckpt: str | None) -> str:
+    """A checkpoint's name in output file names: pretrained-mnist, demo (runs/demo), demo-ckpt-000500."""
+    if ckpt is None or str(ckpt).startswith("pretrained:"):
+        return str(ckpt or "pretrained:mnist").replace(":", "-")
+    path = Path(ckpt).resolve()
+    return f"{path.parent.name}-{path.name}" if path.name.startswith("ckpt-") else path.name
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a bad option reported in one line (and where to read about it) instead of the usage."""
 
@@ -69,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    common.add_argument(
+        "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars or messages, results only"
+    )
     from .. import __version__
 
     parser = _Parser(prog="tinydiff", parents=[common], description=__doc__.splitlines()[0])
@@ -86,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     args.debug = getattr(args, "debug", False)
+    args.quiet = getattr(args, "quiet", False)
     try:
         args.func(args)
     except (TinydiffError, ValueError) as err:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from ..data.fetch import DATASETS
 
 
@@ -9,6 +11,13 @@ def add_parser(sub, common) -> None:
     p = sub.add_parser("fetch", parents=[common], help="download, verify and cache datasets")
     p.add_argument("datasets", nargs="+", choices=[*DATASETS, "inception"])
     p.add_argument("--force", action="store_true", help="fetch again even if cached")
+    p.add_argument(
+        "--system-packages",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="install a Debian package that holds a dataset (Fashion-MNIST offline) with apt-get without "
+        "asking (--no-system-packages: never); by default, ask on the terminal",
+    )
     p.set_defaults(func=run)
 
 
@@ -17,4 +26,7 @@ def run(args) -> None:
     from ..metrics.inception import fetch_inception
 
     for name in args.datasets:
-        print(fetch_inception(force=args.force) if name == "inception" else fetch(name, force=args.force))
+        if name == "inception":
+            print(fetch_inception(force=args.force))
+        else:
+            print(fetch(name, force=args.force, system_packages=args.system_packages))

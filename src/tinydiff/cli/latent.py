@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import TinydiffError
-from . import COUNT, SEED, integer, writable_folder
+from . import COUNT, SEED, device_option, integer, model_name, output_options, output_path
 
 
 def add_parser(sub, common) -> None:
@@ -18,8 +18,8 @@ def add_parser(sub, common) -> None:
     p.add_argument("--n", type=COUNT, default=None, help="the first n images (default: all)")
     p.add_argument("--steps", type=COUNT, default=50, help="trajectory length S (S network calls each way)")
     p.add_argument("--spacing", default="uniform")
-    p.add_argument("--out", default="latents.npz", help="writes z (float32 [N, C, H, W]), steps, spacing")
-    p.add_argument("--device", default="cpu")
+    output_options(p, "the latents: z (float32 [N, C, H, W]), steps, spacing (.npz)")
+    device_option(p)
     p.set_defaults(func=run_invert)
     for name, helptext, func in (
         ("interpolate", "decode slerp and linear paths between two latents (a grid)", run_interpolate),
@@ -34,8 +34,8 @@ def add_parser(sub, common) -> None:
         p.add_argument("--frames", type=COUNT, default=9, help="mixing weights from 0 to 1")
         p.add_argument("--steps", type=COUNT, default=50)
         p.add_argument("--seed", type=SEED, default=0, help="interpolate without --images: seed of the two x_T")
-        p.add_argument("--out", default=f"{name}.png")
-        p.add_argument("--device", default="cpu")
+        output_options(p, "the PNG grid")
+        device_option(p)
         p.set_defaults(func=func)
 
 
@@ -59,12 +59,12 @@ def run_invert(args) -> None:
     from ..model import load
     from ..viz import npz_path
 
-    out = npz_path(args.out)
-    writable_folder(out.parent)
+    default = f"latents-{model_name(args.ckpt)}-S{args.steps}.npz"
+    out = output_path(args.out and npz_path(args.out), default, args.overwrite)
     model = load(args.ckpt, device=args.device)
     data = images(args.images, args.n)
     check_images(data.images, model, f"images of {args.images}")
-    latents = invert(model, data.images, steps=args.steps, spacing=args.spacing, progress=True)
+    latents = invert(model, data.images, steps=args.steps, spacing=args.spacing, progress=not args.quiet)
     back = decode(model, latents, steps=args.steps, spacing=args.spacing)
     mse = (back.cpu() - (data.images.float() / 127.5 - 1)).pow(2).mean().item()
     np.savez(out, z=latents.cpu().numpy(), steps=args.steps, spacing=args.spacing)
@@ -78,6 +78,7 @@ def run_interpolate(args) -> None:
     from ..model import load
     from ..viz import save_grid
 
+    out = output_path(args.out, f"interpolate-{model_name(args.ckpt)}-S{args.steps}.png", args.overwrite)
     model = load(args.ckpt, device=args.device)
     if args.images:
         data = images(args.images, pick=args.pick)
@@ -85,7 +86,7 @@ def run_interpolate(args) -> None:
     else:
         z = torch.randn((2, *model.image_shape), generator=torch.Generator().manual_seed(args.seed))
     spherical, linear = interpolate(model, z[:1], z[1:], args.frames, args.steps)
-    print(f"grid: {save_grid(torch.cat([spherical, linear]), args.out, args.frames)} (row 1: slerp, row 2: linear)")
+    print(f"grid: {save_grid(torch.cat([spherical, linear]), out, args.frames)} (row 1: slerp, row 2: linear)")
 
 
 def run_merge(args) -> None:
@@ -94,8 +95,9 @@ def run_merge(args) -> None:
     from ..model import load
     from ..viz import save_grid
 
+    out = output_path(args.out, f"merge-{model_name(args.ckpt)}-S{args.steps}.png", args.overwrite)
     model = load(args.ckpt, device=args.device)
     pair = check_images(images(args.images, pick=args.pick).images, model, f"images of {args.images}")
     merged, pixel = merge(model, pair[:1], pair[1:], args.frames, args.steps)
-    grid = save_grid(torch.cat([merged, pixel]), args.out, args.frames)
+    grid = save_grid(torch.cat([merged, pixel]), out, args.frames)
     print(f"grid: {grid} (row 1: inversion-merge, row 2: pixel mix; lambda from 0 to 1)")

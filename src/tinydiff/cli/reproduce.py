@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import TinydiffError
-from . import SEED, finite, integer
+from . import SEED, device_option, finite, integer
 
 
 def add_parser(sub, common) -> None:
@@ -29,7 +29,7 @@ def add_parser(sub, common) -> None:
     p.add_argument("--cached-only", action="store_true", help="write the tables from finished results; compute nothing")
     p.add_argument("--ckpt", default=None, help="use this MNIST model instead of pretrained:mnist")
     p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--device", default="cpu")
+    device_option(p)
     p.set_defaults(func=run)
 
 

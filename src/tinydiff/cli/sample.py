@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import COUNT, SEED, finite, writable_folder
+from . import COUNT, SEED, device_option, finite, model_name, output_options, output_path
 
 SAMPLER_OPTIONS = ("eta", "sigma_hat", "variance", "spacing", "clip_x0")
 
@@ -64,8 +64,8 @@ def guidance_options(p: argparse.ArgumentParser) -> None:
         "--class",
         dest="label",
         default=None,
-        help="conditional models: a class index, 'all' (every class, balanced), 'data' (classes in the training "
-        "data's proportions) or 'none' (the unconditional null class)",
+        help="conditional models: a class index, 'all' (every class in turn; what a conditional model gets "
+        "without --class), 'data' (classes in the training data's proportions) or 'none' (the null class)",
     )
     p.add_argument(
         "--guidance",
@@ -105,6 +105,20 @@ def draw(args, model, n: int, labels, **more):
     )
 
 
+def sampling_tag(args, conditional: bool) -> str:
+    """The sampling choices, for default file names: draws with other choices (a second --seed,
+    --spacing, --class data, ...) are written beside the first instead of over it."""
+    parts = [f"{args.sampler}{args.steps or ''}"]
+    parts += [f"{k.replace('_', '')}{getattr(args, k)}" for k in SAMPLER_OPTIONS if getattr(args, k) is not None]
+    if conditional:
+        parts += [f"class{args.label}"] if args.label not in (None, "all") else []
+        parts += [f"w{args.guidance:g}"]
+        parts += [f"gi{args.guidance_interval[0]:g}-{args.guidance_interval[1]:g}"] if args.guidance_interval else []
+    parts += [f"dt{args.dynamic_threshold:g}"] if args.dynamic_threshold is not None else []
+    parts += [f"seed{args.seed}"] if args.seed else []
+    return "-".join(parts)
+
+
 def add_parser(sub, common) -> None:
     p = sub.add_parser("sample", parents=[common], help="draw images from a checkpoint")
     p.add_argument(
@@ -124,10 +138,12 @@ def add_parser(sub, common) -> None:
     sampler_options(p)
     p.add_argument("--n", type=COUNT, default=64, help="number of images")
     guidance_options(p)
-    p.add_argument("--per-class", type=COUNT, default=8, help="with --class all: images per class (grid row)")
+    p.add_argument(
+        "--per-class", type=COUNT, default=None, help="K images of each class, a grid row per class (in place of --n)"
+    )
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--batch-size", type=COUNT, default=64, help="images per network call (64 is fastest on CPU)")
-    p.add_argument("--out", default="samples.png", help="PNG grid")
+    output_options(p, "the PNG grid")
     p.add_argument("--nrow", type=COUNT, default=None, help="images per grid row")
     p.add_argument("--npz", default=None, help="also write the images as uint8 NHWC 'x' in an .npz")
     p.add_argument("--png-dir", default=None, help="also write one PNG per image into this folder")
@@ -137,7 +153,7 @@ def add_parser(sub, common) -> None:
         help="write the denoising trajectory of the first 8 images (x_t and predicted x0) as this GIF "
         "and a PNG strip beside it",
     )
-    p.add_argument("--device", default="cpu")
+    device_option(p)
     p.set_defaults(func=run)
 
 
@@ -146,14 +162,16 @@ def run(args) -> None:
     from ..model import load
     from ..viz import npz_path, save_grid, save_npz, save_trajectory
 
-    if args.ckpt is None:
+    if args.ckpt is None and not args.quiet:
         print("no --ckpt: sampling the MNIST model shipped with tinydiff (pretrained:mnist)", file=sys.stderr)
-    outputs = [args.out, args.npz and npz_path(args.npz), args.trajectory, args.png_dir and Path(args.png_dir) / "x"]
-    for path in filter(None, outputs):  # before sampling: a path that cannot be written fails now, not after
-        writable_folder(Path(path).parent)
+    # every output checked before sampling: one that exists or cannot be written fails now, not after
+    for path in filter(None, [args.npz and npz_path(args.npz), args.trajectory, args.png_dir]):
+        output_path(path, "", args.overwrite)
     model = load(args.ckpt, device=args.device)
     labels, n = class_labels(model, args.label, args.n, per_class=args.per_class)
-    nrow = args.per_class if args.label == "all" and args.nrow is None else args.nrow
+    out = output_path(args.out, f"{model_name(args.ckpt)}-{sampling_tag(args, labels is not None)}.png", args.overwrite)
+    cycling = labels is not None and args.label in (None, "all") and args.per_class is None
+    nrow = args.nrow or args.per_class or (model.num_classes if cycling else None)  # a row or a column per class
     states, predictions = [], []
 
     def record(i, t, x_t, x0):
@@ -162,8 +180,8 @@ def run(args) -> None:
             predictions.append(x0[:8].clamp(-1, 1).cpu())
 
     callback = record if args.trajectory else None
-    images = draw(args, model, n, labels, batch_size=args.batch_size, callback=callback, progress=n >= 256)
-    print(f"grid: {save_grid(images, args.out, nrow)}")
+    images = draw(args, model, n, labels, batch_size=args.batch_size, callback=callback, progress=not args.quiet)
+    print(f"grid: {save_grid(images, out, nrow)}")
     if args.trajectory:
         gif, strip = save_trajectory(states, predictions, args.trajectory)
         print(f"trajectory: {gif} {strip}")

@@ -1,15 +1,18 @@
 """``tinydiff train``: its flags are TrainConfig's fields (config.py), each with the default, type and
-help text declared there, plus the launch flags --resume, --nproc and --no-progress."""
+help text declared there, plus --config (a JSON file of them), --print-config, --resume and --nproc; and
+``tinydiff plot RUN``, the pictures of a run's log."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import typing
 from pathlib import Path
 
-from ..config import TrainConfig, flag
+from ..config import TrainConfig, default_out, flag, validate
+from ..errors import TinydiffError
 from . import COUNT
 
 
@@ -52,6 +55,16 @@ def add_parser(sub, common) -> None:
     p = sub.add_parser("train", parents=[common], help="train a diffusion model")
     add_config_flags(p)
     p.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="a JSON file of these options by field name (what --print-config writes; a checkpoint's config.json "
+        "works too, by its train section); flags given beside it override it",
+    )
+    p.add_argument(
+        "--print-config", action="store_true", help="print the run's options as JSON (for --config) and stop"
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="continue the run in --out from its newest checkpoint, with the config it recorded (flags given "
@@ -63,8 +76,30 @@ def add_parser(sub, common) -> None:
         default=1,
         help="data-parallel processes on this machine: runs this command under torchrun (see the README)",
     )
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
+    p = sub.add_parser(
+        "plot", parents=[common], help="a run's training curves as a PNG (loss, loss per t, lr, images/s)"
+    )
+    p.add_argument("run", help="a run directory (its log.jsonl)")
+    p.add_argument("--out", default=None, help="the PNG (default: RUN/training.png, rewritten each time)")
+    p.set_defaults(func=run_plot)
+
+
+def config_file(path: str) -> dict:
+    """The options of a --config file: TrainConfig fields by name, flat or as config.json's train section."""
+    try:
+        options = json.loads(Path(path).read_text())
+    except OSError as err:
+        raise TinydiffError(f"--config {path}: {err.strerror or err}") from None
+    except json.JSONDecodeError as err:
+        raise TinydiffError(f"--config {path} is not JSON ({err})") from None
+    options = options.get("train", options) if isinstance(options, dict) else options
+    if not isinstance(options, dict):
+        raise TinydiffError(f"--config {path} must hold an object of training options")
+    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise TinydiffError(f"--config {path}: unknown options {', '.join(unknown)} (see tinydiff train --help)")
+    return options
 
 
 def given(argv: list[str]) -> set[str]:
@@ -112,10 +147,32 @@ def run(args) -> None:
             raise SystemExit(code)
         return
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    explicit = given(args.argv)
+    if args.config:  # the file's options, with the flags given beside it on top
+        options.update({k: v for k, v in config_file(args.config).items() if k not in explicit})
+        explicit |= set(config_file(args.config))
+    options["out"] = options["out"] or default_out(options["data"])
     if args.resume:
-        options = recorded_options(Path(args.out), options, given(args.argv))
-    ckpt = train(resume=args.resume, progress=args.progress, **options)
+        options = recorded_options(Path(options["out"]), options, explicit)
+    if args.print_config:
+        config = TrainConfig(**options)
+        validate(config)
+        print(json.dumps(dataclasses.asdict(config), indent=2))
+        return
+    ckpt = train(resume=args.resume, progress=not args.quiet, **options)
     if ckpt is not None:  # rank 0 (or the only process)
         print(f"checkpoint: {ckpt}")
-        if args.sample_grid:
-            print(f"samples: {Path(args.out) / 'samples.png'}")
+        if options["sample_grid"]:
+            print(f"samples: {Path(options['out']) / 'samples.png'}")
+
+
+def run_plot(args) -> None:
+    from ..viz import plot_log
+
+    log = Path(args.run) / "log.jsonl"
+    if not log.is_file():
+        raise TinydiffError(f"{log} does not exist: is {args.run} a training run?")
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    if not records:
+        raise TinydiffError(f"{log} has no records yet (one is written every --log-every steps)")
+    print(f"plot: {plot_log(records, args.out or Path(args.run) / 'training.png', title=str(args.run))}")

@@ -23,6 +23,7 @@ import pickle
 import shutil
 import struct
 import subprocess
+import sys
 import zlib
 from pathlib import Path
 from typing import BinaryIO
@@ -68,12 +69,16 @@ DIGITS_MEMBER = (
 DATASETS = ("mnist", "fashion-mnist", "digits")
 
 
-def fetch(name: str, *, force: bool = False, repair: bool = True, log=print) -> Path:
+def fetch(
+    name: str, *, force: bool = False, repair: bool = True, log=print, system_packages: bool | None = False
+) -> Path:
     """Make sure dataset ``name`` is cached and intact; return the path of its .npz.
 
     ``force`` fetches it again whatever the cache holds. A corrupt cache is fetched again when
     ``repair`` is set (``tinydiff fetch NAME``); without it (every use of the data) it is a
-    TinydiffError naming the file and the command that repairs it.
+    TinydiffError naming the file and the command that repairs it. ``system_packages``: whether a
+    source that is a Debian package may be installed with apt-get (True), never (False), or after
+    asking on the terminal (None, what ``tinydiff fetch`` does).
     """
     if name not in DATASETS:
         raise TinydiffError(f"unknown dataset {name!r}; fetch knows {', '.join(DATASETS)}")
@@ -81,7 +86,10 @@ def fetch(name: str, *, force: bool = False, repair: bool = True, log=print) -> 
     command = f"tinydiff fetch {name} --force"
     if not needs_fetch(path, None, force=force, repair=repair, command=command, readable=_readable_npz, log=log):
         return path
-    arrays = {"mnist": _fetch_mnist, "fashion-mnist": _fetch_fashion, "digits": _fetch_digits}[name](log)
+    if name == "fashion-mnist":
+        arrays = _fetch_fashion(log, system_packages)
+    else:
+        arrays = {"mnist": _fetch_mnist, "digits": _fetch_digits}[name](log)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     store(path, buffer.getvalue())
@@ -115,23 +123,38 @@ def _fetch_mnist(log) -> dict:
     return _idx_arrays(files)
 
 
-def _fetch_fashion(log) -> dict:
+def _fetch_fashion(log, system_packages: bool | None) -> dict:
     files = _try_web_idx("fashion-mnist", log)
     if files is None:
         package, folder = FASHION_DEBIAN
-        if not folder.is_dir() and shutil.which("apt-get") and os.geteuid() == 0:
+        can_install = shutil.which("apt-get") and os.geteuid() == 0
+        if not folder.is_dir() and can_install and _may_install(package, system_packages):
             log(f"installing Debian package {package} (the upstream IDX files)")
             for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
                 subprocess.run(cmd, check=False, capture_output=True)
         if not folder.is_dir():
+            how = "tinydiff fetch fashion-mnist --system-packages" if can_install else f"apt-get install {package}"
             raise TinydiffError(
-                f"Fashion-MNIST is not reachable: no internet, and {folder} is missing "
-                f"(install it with: apt-get install {package})"
+                f"Fashion-MNIST is not reachable: no internet, and {folder} is missing (its Debian package "
+                f"{package} has the files: {how})"
             )
         files = {}
         for stem, expected in IDX_SHA256["fashion-mnist"].items():
             files[stem] = verify(read_gunzipped(folder / f"{stem}.gz"), expected, f"{folder / stem}.gz")
     return _idx_arrays(files)
+
+
+def _may_install(package: str, allowed: bool | None) -> bool:
+    """Whether a Debian package may be installed: as ``allowed`` says, or (None) when a person at
+    the terminal answers yes."""
+    if allowed is not None:
+        return allowed
+    if not sys.stdin.isatty():
+        return False
+    answer = input(
+        f"Fashion-MNIST is reachable offline as the Debian package {package}. Install it with apt-get? [y/N] "
+    )
+    return answer.strip().lower() in ("y", "yes")
 
 
 def _fetch_digits(log) -> dict:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import resolve_device
 from ..errors import TinydiffError
 from ..files import cache_dir, download, needs_fetch, store, verify, wheel_member
 
@@ -69,10 +70,10 @@ class InceptionFeatures:
     with features equal to 1e-6 relative. On a GPU, large batches win.
     """
 
-    def __init__(self, device: str | torch.device = "cpu", batch_size: int | None = None, log=print):
+    def __init__(self, device: str | torch.device = "auto", batch_size: int | None = None, log=print):
         path = fetch_inception(log, repair=False)  # its sha256 is WEIGHTS_SHA256, or a TinydiffError
         self.weights_hash = WEIGHTS_SHA256[:16]
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.batch_size = batch_size or (4 if self.device.type == "cpu" else 200)
         with warnings.catch_warnings():  # torch 2.13 deprecates jit.load; the weights exist only as TorchScript
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -84,7 +85,9 @@ class InceptionFeatures:
         from tqdm import tqdm
 
         out = []
-        for start in tqdm(range(0, len(images), self.batch_size), disable=not progress, desc="inception", unit="batch"):
-            x = preprocess(images[start : start + self.batch_size]).to(self.device)
-            out.append(self.model(x.contiguous(memory_format=torch.channels_last)).double().cpu())
+        with tqdm(total=len(images), disable=not progress, desc="inception", unit="img", dynamic_ncols=True) as bar:
+            for start in range(0, len(images), self.batch_size):
+                x = preprocess(images[start : start + self.batch_size]).to(self.device)
+                out.append(self.model(x.contiguous(memory_format=torch.channels_last)).double().cpu())
+                bar.update(len(x))
         return torch.cat(out).numpy()

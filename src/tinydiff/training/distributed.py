@@ -34,6 +34,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from ..config import resolve_device
+
 
 @dataclass(frozen=True)
 class Context:
@@ -55,9 +57,7 @@ class Context:
         return slice(self.rank * size, (self.rank + 1) * size)
 
     def device(self, name: str) -> torch.device:
-        if name == "auto":
-            name = "cuda" if torch.cuda.is_available() else "cpu"
-        device = torch.device(name)
+        device = resolve_device(name)
         if device.type == "cuda" and device.index is None and self.enabled:
             device = torch.device("cuda", self.local_rank)  # one GPU per process
         return device

@@ -38,7 +38,7 @@ from ..errors import TinydiffError
 from ..nets import build_net, net_config
 from ..objectives import diffusion_loss, drop_labels, sample_timesteps
 from ..schedule import NoiseSchedule
-from . import distributed
+from . import board, distributed
 from .ema import EMA
 
 LOSS_BUCKETS = 10  # loss_t is reported as the mean loss in 10 equal bands of timesteps
@@ -352,6 +352,12 @@ class Trainer:
         self.step += 1
         return loss, losses, t
 
+    def ema_model(self):
+        """The EMA weights as they are now, as a model to sample (they live on; do not train them)."""
+        from ..model import DiffusionModel
+
+        return DiffusionModel(self.ema.shadow, self.schedule, self.config.prediction, self.model_config)
+
     def budget_spent(self) -> bool:
         return self.config.minutes is not None and self.elapsed_s >= 60 * self.config.minutes
 
@@ -422,6 +428,7 @@ class Trainer:
             total=config.steps, initial=self.step, disable=not (progress and main), unit="step", dynamic_ncols=True
         )
         ckpt, stop = None, 0
+        writer = board.open_tensorboard(self.out) if main and config.logger == "tensorboard" else None
         with self._open_log() if main else contextlib.nullcontext() as log:
             self._sync_clock()
             while self.step < config.steps and not self.budget_spent():
@@ -447,6 +454,8 @@ class Trainer:
                         "loss_t": (bucket_sum / bucket_count.clamp(min=1)).tolist(),
                     }
                     self._append_log(log, record)
+                    if writer is not None:
+                        board.write_record(writer, record)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
                     bucket_sum.zero_()
                     bucket_count.zero_()
@@ -456,9 +465,13 @@ class Trainer:
                 stop = self.dist.largest(self._stop_signal, self.device)  # any rank's signal stops every rank
                 if main and (self.step % config.ckpt_every == 0 or last or self.budget_spent() or stop):
                     ckpt = self.save()
+                if main and config.grid_every and self.step % config.grid_every == 0:  # not in the clock
+                    board.grid(self.ema_model(), self.step, self.out, config.seed, writer)
                 if stop:
                     break
         bar.close()
+        if writer is not None:
+            writer.close()
         if stop:
             self._stopped(stop, ckpt)
         if not main:
