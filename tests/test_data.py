@@ -659,3 +659,65 @@ def test_bad_cifar10_archive_is_one_line_naming_the_file(tmp_path):
 def test_labels_outside_the_declared_classes_are_refused():
     with pytest.raises(TinydiffError, match="class labels must be in 0..9, found 0..10"):
         ImageData(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 10]), "d", num_classes=10)
+
+
+def _emoji_tarball(style: str, count: int = 12) -> bytes:
+    """A miniature npm package of the emoji: emoji.json and 64x64 RGBA PNGs (one with a variant)."""
+    from tinydiff.data.emoji import CATEGORIES
+
+    entries, pngs, rng = [], {}, np.random.default_rng(0)
+    for i in range(count):
+        entry = {"image": f"e{i}.png", "category": CATEGORIES[i % 9], "sort_order": count - i, "skin_variations": {}}
+        if i == 0:
+            entry["skin_variations"] = {"1F3FB": {"image": "e0-v.png", f"has_img_{style}": True}}
+            pngs["e0-v.png"] = rng.integers(0, 256, (64, 64, 4), dtype=np.uint8)
+        pngs[entry["image"]] = rng.integers(0, 256, (64, 64, 4), dtype=np.uint8)
+        entries.append(entry)
+    entries.append({"image": "c.png", "category": "Component", "sort_order": 0})  # left out
+    pngs["c.png"] = rng.integers(0, 256, (64, 64, 4), dtype=np.uint8)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in [("package/emoji.json", json.dumps(entries).encode())] + [
+            (f"package/img/{style}/64/{n}", _png_bytes(a)) for n, a in pngs.items()
+        ]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _png_bytes(rgba: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_emoji_come_from_the_package_tarball_composited_resized_and_split(monkeypatch, tmp_path):
+    from tinydiff.data import emoji
+    from tinydiff.metrics.reference import canonical_spec, is_dataset_spec
+
+    tarballs = {style: _emoji_tarball(style) for style in emoji.PACKAGES}
+    packages = {s: (name, hashlib.sha256(tarballs[s]).hexdigest()) for s, (name, _) in emoji.PACKAGES.items()}
+    monkeypatch.setattr(emoji, "PACKAGES", packages)
+    urls = []
+    monkeypatch.setattr(emoji, "download", lambda url: urls.append(url) or tarballs[url.split("-")[2].split("/")[0]])
+    both = load_dataset("emoji")  # both styles, training split, 32x32 on white
+    assert both.images.shape == (24, 3, 32, 32) and both.num_classes == 9 and both.labels.max() < 9
+    assert urls[0] == f"https://registry.npmjs.org/{packages['google'][0]}/-/{packages['google'][0]}-16.0.0.tgz"
+    test = load_dataset("emoji:twitter:test@64+black")
+    assert test.images.shape == (1, 3, 64, 64)  # every tenth emoji in sort order, with its variants
+    # alpha composited onto the background, computed here in float64 from the cached RGBA
+    cached = np.load(tmp_path / "cache" / "emoji-twitter.npz")
+    rgba = cached["x"][cached["test"] == 0].astype(np.float64)
+    for spec, background in (("emoji:twitter@64", 255), ("emoji:twitter@64+black", 0)):
+        alpha = rgba[:, 3:] / 255
+        expected = np.rint(rgba[:, :3] * alpha + background * (1 - alpha))
+        np.testing.assert_allclose(load_dataset(spec).images.numpy(), expected, atol=1)
+    assert is_dataset_spec("emoji@32") and canonical_spec("emoji@32") == "emoji@32:train"
+    for bad in ("emoji:apple", "emoji@48", "emoji+grey", "emoji:train:test"):
+        with pytest.raises(TinydiffError, match="cannot read"):
+            load_dataset(bad)
+    monkeypatch.setattr(emoji, "download", lambda url: b"tampered")
+    (tmp_path / "cache" / "emoji-google.npz").unlink()
+    with pytest.raises(TinydiffError, match="checksum mismatch"):
+        load_dataset("emoji:google")

@@ -13,7 +13,7 @@ from tinydiff.cli import build_parser
 from tinydiff.config import TrainConfig, validate
 
 ROOT = Path(__file__).parent.parent
-DOCS = [ROOT / "README.md", ROOT / "docs" / "RESULTS.md"]
+DOCS = [ROOT / "README.md", ROOT / "docs" / "RESULTS.md", ROOT / "docs" / "package-index.md"]
 
 
 def _command_lines(path: Path) -> list[str]:
@@ -68,3 +68,12 @@ def test_every_relative_link_and_image_in_the_docs_exists():
             if path and not re.match(r"[a-z]+:", path) and not (page.parent / path).exists():
                 missing.append(f"{page.relative_to(ROOT)}: {target}")
     assert not missing, "\n".join(missing)
+
+
+def test_the_package_index_page_links_nothing_relative():
+    """A package index shows the readme without the repository around it: a relative link breaks there."""
+    import tomllib
+
+    readme = ROOT / tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["readme"]
+    links = re.findall(r"\]\(([^)\s]+)\)", readme.read_text())
+    assert readme.exists() and not [link for link in links if not re.match(r"[a-z]+:", link)]

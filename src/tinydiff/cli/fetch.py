@@ -9,7 +9,7 @@ from ..data.fetch import DATASETS
 
 def add_parser(sub, common) -> None:
     p = sub.add_parser("fetch", parents=[common], help="download, verify and cache datasets")
-    p.add_argument("datasets", nargs="+", choices=[*DATASETS, "inception"])
+    p.add_argument("datasets", nargs="+", choices=[*DATASETS, "emoji", "inception"])
     p.add_argument("--force", action="store_true", help="fetch again even if cached")
     p.add_argument(
         "--system-packages",
@@ -28,5 +28,10 @@ def run(args) -> None:
     for name in args.datasets:
         if name == "inception":
             print(fetch_inception(force=args.force))
+        elif name == "emoji":
+            from ..data.emoji import PACKAGES, fetch_emoji
+
+            for style in PACKAGES:
+                print(fetch_emoji(style, force=args.force))
         else:
             print(fetch(name, force=args.force, system_packages=args.system_packages))

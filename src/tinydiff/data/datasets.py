@@ -15,6 +15,7 @@ pickle that calls anything but numpy's array constructors) is a one-line Tinydif
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,10 @@ class ImageData:
 def load_dataset(spec: str, split: str = "train") -> ImageData:
     """Load a dataset spec (see the module docstring) as uint8 tensors."""
     name, _, rest = str(spec).partition(":")
+    if is_emoji(spec):
+        from .emoji import load_emoji
+
+        return load_emoji(spec)
     if name in DATASETS:
         return _load_cached(name, rest or split)
     if name == "cifar10":
@@ -112,6 +117,11 @@ def load_dataset(spec: str, split: str = "train") -> ImageData:
             f"dataset {spec!r} not found: give {', '.join(DATASETS)}, cifar10:DIR, an .npz or an image folder"
         )
     raise TinydiffError(f"cannot read {spec!r}: not an .npz file or a folder of images")
+
+
+def is_emoji(spec: str) -> bool:
+    """Whether ``spec`` names the emoji set (data/emoji.py), e.g. emoji, emoji:google@64."""
+    return re.match(r"emoji($|[:@+])", str(spec)) is not None
 
 
 def _load_cached(name: str, split: str) -> ImageData:

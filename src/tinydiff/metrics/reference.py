@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..data import ImageData, load_dataset
+from ..data.datasets import is_emoji
 from ..data.fetch import DATASETS
 from ..errors import TinydiffError
 from ..files import cache_dir, check_cache, store
@@ -25,10 +26,12 @@ from .inception import PREPROCESSING, InceptionFeatures
 
 
 def is_dataset_spec(spec: str) -> bool:
-    return str(spec).partition(":")[0] in DATASETS
+    return str(spec).partition(":")[0] in DATASETS or is_emoji(spec)
 
 
 def canonical_spec(spec: str) -> str:
+    if is_emoji(spec):
+        return str(spec) if re.search(r":(train|test)", str(spec)) else f"{spec}:train"
     name, _, split = str(spec).partition(":")
     return f"{name}:{split or 'train'}"
 
