@@ -198,7 +198,7 @@ def test_train_flags_are_the_fields_of_trainconfig_with_its_defaults():
 def test_help_shows_the_defaults_and_version_prints_it(capsys):
     from tinydiff import __version__
 
-    for command, shown in [("sample", "(default: ddim)"), ("train", "(default: 0.002)"), ("eval", "(default: 2048)")]:
+    for command, shown in [("sample", "(default: 64)"), ("train", "(default: 0.002)"), ("eval", "(default: 2048)")]:
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert shown in " ".join(capsys.readouterr().out.split()), command

@@ -3,7 +3,7 @@ the whole README takes a minute: in a fresh folder, on a stand-in MNIST (80 + 40
 the cache), with pixel statistics in place of the Inception network, and with the sizes rewritten
 (SCALED_DOWN below: 2 training steps, 4 images, at most 3 sampling steps). The verbs tested elsewhere
 at full length are left out: fetch (tests/test_data.py), reproduce (tests/test_reproduce.py) and
-multi-process training (tests/test_distributed.py)."""
+multi-process training (tests/test_distributed.py); distill runs one step per round."""
 
 import shlex
 from pathlib import Path
@@ -17,11 +17,12 @@ from tinydiff.cli import main
 TESTED_ELSEWHERE = ("fetch", "reproduce")
 # flag -> its value in the scaled-down run, from the verb and the README's value (None drops the flag)
 SCALED_DOWN = {
-    "--steps": lambda verb, v: "2" if verb == "train" else str(min(int(v), 3)),
-    "--minutes": lambda verb, v: None,
+    "--steps": lambda verb, v: {"train": "2", "distill": "4"}.get(verb, str(min(int(v), 3))),
+    "--minutes": lambda verb, v: "0.01" if verb == "distill" else None,  # a distillation round: one step
     "--n": lambda verb, v: "4",
     "--per-class": lambda verb, v: "1",
     "--frames": lambda verb, v: "3",
+    "--from-steps": lambda verb, v: "8",
     "--batch-size": lambda verb, v: "8",
 }
 # flags added where the README gives none (a README ddpm line samples all 1,000 steps)

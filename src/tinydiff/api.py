@@ -50,7 +50,7 @@ def sample(
     model: DiffusionModel | str | Path,
     n: int = 64,
     *,
-    sampler: str = "ddim",
+    sampler: str | None = None,
     steps: int | None = None,
     spacing: str | None = None,
     timesteps=None,
@@ -66,6 +66,9 @@ def sample(
     **options,
 ) -> torch.Tensor:
     """Draw n images [n, C, H, W] in [-1, 1].
+
+    ``sampler`` None: the one the checkpoint records (a distilled student samples with DDIM over the
+    steps it was trained for), else ddim; its steps and spacing too, unless given.
 
     The sampler steps along ``timesteps`` (a decreasing sequence of integer timesteps) if given,
     else along the sampler's default trajectory of ``steps`` timesteps spaced by ``spacing``
@@ -91,6 +94,12 @@ def sample(
         raise TinydiffError(f"the batch size must be a positive integer, got {batch_size!r}")
     if not math.isfinite(guidance):
         raise TinydiffError(f"the guidance weight must be a finite number, got {guidance}")
+    recipe = sampling_recipe(model)
+    if sampler is None or sampler == recipe["sampler"]:
+        sampler = recipe["sampler"]
+        if timesteps is None and steps is None:
+            steps, spacing = recipe.get("steps"), spacing or recipe.get("spacing")
+        options = {**recipe.get("options", {}), **options}  # e.g. a student's clip_x0=False
     sample_fn = get_sampler(sampler).sample
     takes = inspect.signature(sample_fn).parameters
     if unknown := sorted(set(options) - set(takes)):
@@ -138,6 +147,59 @@ def sample(
     ]
     bar.close()
     return torch.cat(chunks).clamp(-1, 1)
+
+
+def sampling_recipe(model: DiffusionModel) -> dict:
+    """How ``model`` samples when not told: the sampler, steps and spacing its checkpoint records (a
+    distilled student's), else DDIM with its defaults."""
+    return {"sampler": "ddim", **(model.config.get("sampling") or {})}
+
+
+def distill(
+    teacher: str | Path = "pretrained:mnist",
+    steps: int = 4,
+    out: str | Path = "runs/distilled",
+    *,
+    from_steps: int = 64,
+    minutes: float | None = 10.0,
+    train_steps: int | None = None,
+    guidance: float = 0.0,
+    progress: bool = True,
+    **options,
+) -> Path:
+    """Progressive distillation (Salimans & Ho 2022; training/distill.py): rounds that halve the DDIM
+    steps from ``from_steps`` down to ``steps``, each a training run of ``minutes`` (or ``train_steps``) in OUT/steps-N
+    whose student starts from, and learns from, the round before (the first: ``teacher``, guided
+    with weight ``guidance``). The teacher's recorded training options carry over; ``options``
+    override them (e.g. lr, batch_size). A cut run continues where it stopped. Returns the last
+    student's checkpoint, which records how it samples (``sample(student)`` needs no options)."""
+    import dataclasses
+
+    from .checkpoint import list_checkpoints
+    from .training import Trainer
+
+    powers = [s for s in (steps, from_steps) if type(s) is not int or s < 1 or s & (s - 1)]
+    if powers or steps >= from_steps:
+        raise TinydiffError(
+            f"distillation halves the steps: powers of two with steps < from_steps, got {steps} and {from_steps}"
+        )
+    recorded = load(teacher, device="cpu").config["train"]
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    base = {k: v for k, v in recorded.items() if k in fields}
+    base.update(lr=2e-4, warmup=50, lr_schedule="linear", steps=train_steps or 10**8, minutes=minutes)
+    base.update(sample_grid=0, ckpt_every=250, clip_aware_loss=False)
+    base.update(init=None, teacher=None, student_steps=None, teacher_guidance=0.0, **options)
+    previous, ckpt, student = str(teacher), None, from_steps // 2
+    while student >= steps:
+        run = Path(out) / f"steps-{student}"
+        w = guidance if previous == str(teacher) else 0.0  # later teachers are guided students already
+        round_options = dict(out=str(run), init=previous, teacher=previous, student_steps=student, teacher_guidance=w)
+        config = TrainConfig(**{**base, **round_options})
+        if progress:
+            print(f"distilling {previous} into {student} DDIM steps: {run}", file=sys.stderr)
+        ckpt = Trainer(config, resume=bool(list_checkpoints(run))).run(progress=progress)
+        previous, student = str(run), student // 2
+    return ckpt
 
 
 def class_labels(

@@ -204,6 +204,32 @@ class TrainConfig:
     compile: bool = option(
         False, "torch.compile the network (costs about a minute once; on CPU: not with --amp)", **BOOL
     )
+    init: str | None = option(
+        None,
+        "start from the (EMA) weights of this checkpoint: a run, a ckpt-* folder or pretrained:NAME; the network "
+        "options must match it (fine-tuning, and every round of tinydiff distill)",
+        _or_none(_text),
+        "a checkpoint",
+    )
+    teacher: str | None = option(
+        None,
+        "progressive distillation (Salimans & Ho 2022): learn in one DDIM step what this checkpoint does in two; "
+        "needs --student-steps (tinydiff distill runs the rounds)",
+        _or_none(_text),
+        "a checkpoint",
+    )
+    student_steps: int | None = option(
+        None,
+        "with --teacher: the student's DDIM steps N (the teacher takes 2N)",
+        _or_none(_count(1)),
+        "an integer >= 1",
+    )
+    teacher_guidance: float = option(
+        0.0,
+        "with --teacher: the teacher's guidance weight w; the student learns the guided steps and needs no guidance",
+        _real(lambda v: v >= 0 and v != float("inf")),
+        "a finite number >= 0",
+    )
     seed: int = option(
         0,
         "seed of the initial weights, the data order, the timesteps and the noise",
@@ -305,6 +331,12 @@ def validate(config: TrainConfig) -> None:
         raise TinydiffError(
             f"--batch-size must be a multiple of --accumulate, got {config.batch_size} and {config.accumulate}"
         )
+    if (config.teacher is None) != (config.student_steps is None):
+        raise TinydiffError("--teacher and --student-steps go together (progressive distillation)")
+    if config.teacher and config.self_condition:
+        raise TinydiffError("--teacher: a self-conditioned student cannot be distilled")
+    if config.teacher and config.clip_aware_loss:  # its one step stands for two clipped ones: x0 may pass +-1
+        raise TinydiffError("--teacher needs --no-clip-aware-loss: a student's x0 is not clipped")
     if config.self_condition and config.net != "unet":
         raise TinydiffError("--self-condition needs --net unet")
     try:

@@ -42,8 +42,8 @@ def add_parser(sub, common) -> None:
     p = sub.add_parser("eval", parents=[common], help="sample a checkpoint and score the samples")
     p.add_argument("--ckpt", required=True, help="a run or checkpoint directory, or pretrained:mnist")
     p.add_argument("--ref", default=None, help="reference set (default: the checkpoint's training data)")
-    p.add_argument("--sampler", default="ddim")
-    p.add_argument("--steps", type=COUNT, default=50)
+    p.add_argument("--sampler", default=None, help="default: the checkpoint's own (a distilled student's), else ddim")
+    p.add_argument("--steps", type=COUNT, default=None, help="default: the checkpoint's own, else the sampler's")
     sampler_options(p)
     p.add_argument("--seed", type=SEED, default=0)
     guidance_options(p)
@@ -102,11 +102,12 @@ def run_fid(args) -> None:
 def run_eval(args) -> None:
     import tempfile
 
-    from ..api import class_labels
+    from ..api import class_labels, sampling_recipe
     from ..model import load
     from ..viz import save_npz
 
     model = load(args.ckpt, device=args.device)
+    args.sampler = args.sampler or sampling_recipe(model)["sampler"]  # for the file name
     reference = args.ref or model.config["data"]["spec"]
     labels, n = class_labels(model, args.label, args.n * args.draws)
     name = f"eval-{sampling_tag(args, labels is not None)}-n{n}.npz"

@@ -127,7 +127,9 @@ def add_parser(sub, common) -> None:
         help="a run directory (newest checkpoint) or a ckpt-* directory; default: the MNIST model shipped "
         "with tinydiff (pretrained:mnist)",
     )
-    p.add_argument("--sampler", default="ddim", help="ddpm, ddim, pndm, heun or dpm++2m")
+    p.add_argument(
+        "--sampler", default=None, help="ddpm, ddim, pndm, heun or dpm++2m (default: the checkpoint's own, else ddim)"
+    )
     p.add_argument(
         "--steps",
         type=COUNT,
@@ -158,7 +160,7 @@ def add_parser(sub, common) -> None:
 
 
 def run(args) -> None:
-    from ..api import class_labels
+    from ..api import class_labels, sampling_recipe
     from ..model import load
     from ..viz import npz_path, save_grid, save_npz, save_trajectory
 
@@ -168,6 +170,7 @@ def run(args) -> None:
     for path in filter(None, [args.npz and npz_path(args.npz), args.trajectory, args.png_dir]):
         output_path(path, "", args.overwrite)
     model = load(args.ckpt, device=args.device)
+    args.sampler = args.sampler or sampling_recipe(model)["sampler"]  # for the file name
     labels, n = class_labels(model, args.label, args.n, per_class=args.per_class)
     out = output_path(args.out, f"{model_name(args.ckpt)}-{sampling_tag(args, labels is not None)}.png", args.overwrite)
     cycling = labels is not None and args.label in (None, "all") and args.per_class is None

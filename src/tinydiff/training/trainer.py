@@ -39,6 +39,7 @@ from ..nets import build_net, net_config
 from ..objectives import diffusion_loss, drop_labels, sample_timesteps
 from ..schedule import NoiseSchedule
 from . import board, distributed
+from .distill import Distillation
 from .ema import EMA
 
 LOSS_BUCKETS = 10  # loss_t is reported as the mean loss in 10 equal bands of timesteps
@@ -153,8 +154,16 @@ class Trainer:
             "data": {"spec": config.data, "size": len(data), "image_shape": list(data.shape)},
             "train": dataclasses.asdict(config),
         }
+        self.distillation = None
+        if config.teacher:  # progressive distillation: the loss is the teacher's, not diffusion's
+            self.distillation = Distillation(
+                config.teacher, config.student_steps, config.teacher_guidance, self.schedule, self.device
+            )
+            self.model_config["sampling"] = self.distillation.sampling()
         torch.manual_seed(config.seed)
         self.net = build_net(self.model_config["net"]).to(self.device)
+        if config.init:
+            self._initialise(config.init)
         self.model = self.net  # what the loss calls: the network, or its DDP wrapper
         if self.dist.enabled:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -188,6 +197,15 @@ class Trainer:
         except BaseException:
             self.close()
             raise
+
+    def _initialise(self, checkpoint: str) -> None:
+        """--init: the network starts from a checkpoint's EMA weights (same network options)."""
+        from ..model import load
+
+        source = load(checkpoint, device="cpu")
+        if source.config["net"] != self.model_config["net"]:
+            raise TinydiffError(f"--init {checkpoint}: its network differs from this run's ({source.config['net']})")
+        self.net.load_state_dict(source.net.state_dict())
 
     def _lock(self) -> None:
         """Rank 0 takes the run directory's lock (if it does not hold it); every rank fails if it could not."""
@@ -323,19 +341,30 @@ class Trainer:
             if config.hflip:
                 x0 = torch.where(flip[part].to(self.device)[:, None, None, None], x0.flip(-1), x0)
             with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.amp):
-                losses = diffusion_loss(
-                    self.model,
-                    self.schedule,
-                    x0,
-                    t[part].to(self.device),
-                    noise[part].to(self.device),
-                    config.prediction,
-                    config.weighting,
-                    None if labels is None else labels[part].to(self.device),
-                    clip_aware=config.clip_aware_loss,
-                    self_condition=self_condition,
-                    gamma=config.snr_gamma,
-                )
+                part_labels = None if labels is None else labels[part].to(self.device)
+                if self.distillation is not None:
+                    losses = self.distillation(
+                        self.model,
+                        x0,
+                        t[part].to(self.device),
+                        noise[part].to(self.device),
+                        part_labels,
+                        config.prediction,
+                    )
+                else:
+                    losses = diffusion_loss(
+                        self.model,
+                        self.schedule,
+                        x0,
+                        t[part].to(self.device),
+                        noise[part].to(self.device),
+                        config.prediction,
+                        config.weighting,
+                        part_labels,
+                        clip_aware=config.clip_aware_loss,
+                        self_condition=self_condition,
+                        gamma=config.snr_gamma,
+                    )
                 # the mean over the global batch, once DDP has averaged over the world_size ranks
                 (losses.mean() / (config.accumulate)).backward()
             all_losses.append(losses.detach().float())

@@ -1,0 +1,40 @@
+"""``tinydiff distill``: progressive distillation of a checkpoint into a student that samples in N
+steps (api.distill; the loss in training/distill.py)."""
+
+from __future__ import annotations
+
+from . import COUNT, device_option, finite
+
+
+def add_parser(sub, common) -> None:
+    p = sub.add_parser("distill", parents=[common], help="distil a model into one that samples in N steps")
+    p.add_argument("--ckpt", default="pretrained:mnist", help="the teacher: a run, a checkpoint or pretrained:NAME")
+    p.add_argument("--steps", type=COUNT, required=True, help="the student's DDIM steps N (a power of two)")
+    p.add_argument(
+        "--from-steps", type=COUNT, default=64, help="the teacher's DDIM steps in the first round (each round halves)"
+    )
+    p.add_argument("--minutes", type=finite, default=10.0, help="training minutes per round")
+    p.add_argument("--lr", type=finite, default=2e-4, help="learning rate (decays linearly to 0 in each round)")
+    p.add_argument(
+        "--guidance", type=finite, default=0.0, help="the teacher's guidance weight w (the student needs none)"
+    )
+    p.add_argument("--out", required=True, help="folder: a run per round (steps-N), the last one the student")
+    device_option(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> None:
+    from ..api import distill
+
+    ckpt = distill(
+        args.ckpt,
+        args.steps,
+        args.out,
+        from_steps=args.from_steps,
+        minutes=args.minutes,
+        guidance=args.guidance,
+        progress=not args.quiet,
+        lr=args.lr,
+        device=args.device,
+    )
+    print(f"student: {ckpt} (tinydiff sample --ckpt {ckpt.parent} samples it in {args.steps} DDIM steps)")

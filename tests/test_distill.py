@@ -1,0 +1,100 @@
+"""Progressive distillation: the target's closed form, the trajectories, a student that really
+matches its teacher's two steps with one, and the command that runs the rounds."""
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+from helpers import digit_like_images
+
+import tinydiff
+from tinydiff.cli import main
+from tinydiff.errors import TinydiffError
+from tinydiff.samplers import timesteps
+from tinydiff.schedule import NoiseSchedule, broadcast
+from tinydiff.training import TrainConfig, Trainer
+from tinydiff.training.distill import Distillation
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    """A small model of 8x8 digits, trained enough to have a trajectory worth distilling."""
+    root = tmp_path_factory.mktemp("distill")
+    np.savez(root / "digits.npz", x=digit_like_images(256), y=np.arange(256) % 4)
+    config = TrainConfig(
+        data=str(root / "digits.npz"), out=str(root / "teacher"), steps=80, batch_size=32, sample_grid=0,
+        conditional=True, channels=16, ckpt_every=80, seed=1,
+    )  # fmt: skip
+    Trainer(config).run(progress=False)
+    return root
+
+
+def test_one_student_step_to_the_target_lands_where_two_teacher_steps_do(teacher):
+    """Alg. 2's x~ is the x0 whose single DDIM step from z_t reaches the teacher's z''."""
+    model = tinydiff.load(teacher / "teacher", device="cpu")
+    distillation = Distillation(str(teacher / "teacher"), 4, 1.0, model.schedule, "cpu")
+    x0 = torch.from_numpy(digit_like_images(8)).float() / 127.5 - 1
+    noise, labels = torch.randn_like(x0), torch.arange(8) % 5  # 4: the null class
+    for t in torch.tensor([0, 300, 999]):
+        t_batch = t.expand(8)
+        k = t * 4 // 1000
+        t0, t1, t2 = (int(distillation.grid[2 * k + j]) for j in range(3))
+        a0, a2 = (float(model.schedule.alpha_bar_at(s)) for s in (t0, t2))
+        z = a0**0.5 * x0 + (1 - a0) ** 0.5 * noise
+        z2 = distillation._teacher_step(
+            distillation._teacher_step(z, torch.full((8,), t0), torch.full((8,), t1), labels),
+            torch.full((8,), t1), torch.full((8,), t2), labels,
+        )  # fmt: skip
+
+        # the loss of a "student" that outputs x~ exactly is zero; x~ then steps from z to z''
+        def perfect(x, s, y, z2=z2, t2=t2):
+            return _x0_as_v(model, x, s, z2, t2)
+
+        assert distillation(perfect, x0, t_batch, noise, labels, "v").abs().max() < 1e-8
+        assert t2 != -1 or torch.allclose(z2, z2.clamp(-1, 1))  # the last step ends on clipped data
+
+
+def _x0_as_v(model, z, s, z2, t2):
+    """The v prediction whose x0 takes one DDIM step from z (at s) to z2 (at t2): x~ from Alg. 2."""
+    a0 = broadcast(model.schedule.alpha_bar_at(s), z)
+    a2 = broadcast(model.schedule.alpha_bar_at(torch.full_like(s, t2)), z)
+    ratio = ((1 - a2) / (1 - a0)).sqrt()
+    x_tilde = (z2 - ratio * z) / (a2.sqrt() - ratio * a0.sqrt())
+    eps = (z - a0.sqrt() * x_tilde) / (1 - a0).sqrt()
+    return a0.sqrt() * eps - (1 - a0).sqrt() * x_tilde  # v = sqrt(a) eps - sqrt(1 - a) x0
+
+
+def test_the_student_trajectory_is_every_other_teacher_step():
+    schedule = NoiseSchedule.create("cosine", 1000)
+    for n in (1, 2, 4, 32):
+        assert timesteps("ddim", schedule, 2 * n, "trailing")[::2] == timesteps("ddim", schedule, n, "trailing")
+    with pytest.raises(TinydiffError, match="power of two"):  # the rare N whose rounding breaks the nesting
+        Distillation("pretrained:mnist", 112, 0.0, NoiseSchedule.create("cosine", 1000), "cpu")
+
+
+def test_a_distilled_student_matches_two_teacher_steps_with_one(teacher, capsys):
+    """After a short round, on fresh data, the student's one step lands much nearer the teacher's two
+    than the teacher's own single step does (the loss it was trained on, measured on new draws); it
+    records its sampler, so sampling it needs no options."""
+    distil = functools.partial(tinydiff.distill, teacher / "teacher", 2, teacher / "student", from_steps=4)
+    student = distil(minutes=None, train_steps=120, progress=False, lr=1e-3)
+    model, before = tinydiff.load(student.parent, device="cpu"), tinydiff.load(teacher / "teacher", device="cpu")
+    distillation = Distillation(str(teacher / "teacher"), 2, 0.0, model.schedule, "cpu")
+    generator = torch.Generator().manual_seed(7)  # draws the training never saw
+    x0 = torch.from_numpy(digit_like_images(256, seed=9)).float() / 127.5 - 1
+    t = torch.randint(0, 1000, (256,), generator=generator)
+    noise, labels = torch.randn(x0.shape, generator=generator), torch.arange(256) % 4
+    with torch.no_grad():
+        learned = distillation(model.net, x0, t, noise, labels, model.prediction).mean()
+        untrained = distillation(before.net, x0, t, noise, labels, model.prediction).mean()
+    assert learned < 0.5 * untrained, (learned, untrained)
+    with model.count_evaluations() as count:
+        tinydiff.sample(model, 8, labels=labels[:8])  # the recorded recipe: ddim, 2 trailing steps
+    assert count["images"] == 2 * 8
+    # a rerun finds the round done; the command line refuses what cannot halve
+    again = distil(minutes=None, train_steps=120, progress=False, lr=1e-3)
+    assert again == student
+    assert main(["sample", "--ckpt", str(student.parent), "--n", "4", "--out", str(teacher / "s.png")]) == 0
+    assert main(["distill", "--ckpt", str(teacher / "teacher"), "--steps", "3", "--out", str(teacher / "x")]) == 2
+    assert "powers of two" in capsys.readouterr().err
