@@ -2,7 +2,8 @@
 the whole README takes a minute: in a fresh folder, on a stand-in MNIST (80 + 40 digit-like images in
 the cache), with pixel statistics in place of the Inception network, and with the sizes rewritten
 (SCALED_DOWN below: 2 training steps, 4 images, at most 3 sampling steps). The verbs tested elsewhere
-at full length are left out: fetch (tests/test_data.py), reproduce (tests/test_reproduce.py) and
+at full length are left out: fetch (tests/test_data.py), reproduce (tests/test_reproduce.py), serve
+(tests/test_serve.py) and
 multi-process training (tests/test_distributed.py); distill runs one step per round."""
 
 import shlex
@@ -14,7 +15,7 @@ from test_docs_commands import ROOT, _command_lines
 
 from tinydiff.cli import main
 
-TESTED_ELSEWHERE = ("fetch", "reproduce")
+TESTED_ELSEWHERE = ("fetch", "reproduce", "serve")  # serve runs until stopped: tests/test_serve.py
 # flag -> its value in the scaled-down run, from the verb and the README's value (None drops the flag)
 SCALED_DOWN = {
     "--steps": lambda verb, v: {"train": "2", "distill": "4"}.get(verb, str(min(int(v), 3))),

@@ -1,8 +1,8 @@
 """The command line (tinydiff VERB [options]): a thin layer over the Python API.
 
-Verbs: fetch, train, plot, distill, sample, fid, eval, invert, interpolate, merge, reproduce, export. One module per
-verb (or group of verbs) adds its subcommands: ``add_parser(sub, common)`` declares their flags and
-sets ``func`` to the function that runs each. Problems with the user's input end in one line on
+Verbs: fetch, train, plot, distill, sample, fid, eval, invert, interpolate, merge, reproduce, export,
+serve. One module per verb (or group of verbs) adds its subcommands: ``add_parser(sub, common)``
+declares their flags and sets ``func`` to the function that runs each. Problems with the user's input end in one line on
 stderr and a non-zero exit; ``--debug`` shows the traceback instead.
 """
 
@@ -102,7 +102,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import distill, evaluate, export, fetch, latent, reproduce, sample, train  # each adds its verbs
+    from . import distill, evaluate, export, fetch, latent, reproduce, sample, serve, train  # each adds its verbs
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tinydiff", parents=[common], description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"tinydiff {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for verbs in (fetch, train, distill, sample, evaluate, latent, reproduce, export):
+    for verbs in (fetch, train, distill, sample, evaluate, latent, reproduce, export, serve):
         verbs.add_parser(sub, common)
     for verb in sub.choices.values():  # --help shows every default
         verb.formatter_class = argparse.ArgumentDefaultsHelpFormatter
