@@ -144,6 +144,7 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         page.fill("#latent-steps", "10")
         page.fill("#latent-frames", "3")
         page.click("#latent-go")
+        assert page.inner_text("#latent-status").startswith("working...")  # a ticking clock while it computes
         page.wait_for_function("document.getElementById('latent-frame').src.startsWith('data:')", timeout=60_000)
         middle = page.get_attribute("#latent-frame", "src")
         page.locator("#latent-lambda").fill("0")
