@@ -1,0 +1,114 @@
+"""FID against training minutes: how good a model is after 5, 10, 20, 40 or 60 minutes of this
+machine, for tinydiff's default recipe and for diffusers' UNet2DModel trained in the same loop.
+
+Each (data, recipe, budget) is its own run of that many minutes (the learning-rate schedule follows
+the run's own budget), sampled like the shipped models (DPM-Solver++(2M), 20 steps, eta 3) and
+scored against the training set at n = 2,048 over three draws of samples, the real-vs-real floor
+beside. Runs, samples and scores are cached under runs/reproduce (as `tinydiff reproduce` does): a
+cut run continues, and a finished cell is never computed twice. Prints a table, writes
+benchmarks/results/time_to_quality.json and draws docs/time-to-quality.png.
+
+    .venv/bin/python benchmarks/time_to_quality.py [--data mnist fashion-mnist] [--minutes 5 10 20 40 60]
+        [--recipes tinydiff diffusers] [--n 2048] [--draws 3] [--quick]
+
+--quick: 8x8 digits, budgets of a few seconds, n = 64, one draw: a check that it runs, not a result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from machine import cpu
+
+from tinydiff.experiments.lab import Lab
+
+RECIPES = {
+    "tinydiff": {},  # today's defaults
+    "diffusers": {"net": "diffusers", "lr": 1e-4, "prediction": "eps", "weighting": "none", "clip_aware_loss": False},
+}
+SAMPLING = {"sampler": "dpm++2m", "steps": 20, "eta": 3.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", default=["mnist", "fashion-mnist"])
+    parser.add_argument("--minutes", nargs="+", type=float, default=[5, 10, 20, 40, 60])
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--n", type=int, default=2048)
+    parser.add_argument("--draws", type=int, default=3)
+    parser.add_argument("--cache", default="runs/reproduce")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.data, args.minutes, args.n, args.draws = ["digits"], [0.05, 0.1], 64, 1
+    root = Path(__file__).parent
+    rows = []
+    for data in args.data:
+        for recipe in args.recipes:
+            for minutes in args.minutes:
+                labs = [Lab("time-to-quality", root, Path(args.cache), n=args.n, seed=d) for d in range(args.draws)]
+                m = labs[0].trained(f"ttq-{data}-{recipe}", data=data, minutes=minutes, **RECIPES[recipe])
+                scores = [lab.score(lab.samples(m, args.n, classes=None, **SAMPLING), f"{data}:train") for lab in labs]
+                fids = [s["fid"] for s in scores]
+                rows.append(
+                    {
+                        "data": data,
+                        "recipe": recipe,
+                        "minutes": minutes,
+                        "steps": m.train.get("steps"),
+                        "images_per_s": m.train.get("images_per_s"),
+                        "fid": statistics.mean(fids),
+                        "fid_spread": statistics.stdev(fids) if len(fids) > 1 else None,
+                        "fid_floor": scores[0].get("fid_floor"),
+                        "n": args.n,
+                        "draws": args.draws,
+                    }
+                )
+                print(json.dumps(rows[-1]), flush=True)
+    print(f"\n{'data':<15}{'recipe':<11}{'minutes':>8}{'steps':>8}{'img/s':>7}{'FID':>8}{'+-':>6}{'floor':>7}")
+    for r in rows:
+        spread = f"{r['fid_spread']:.2f}" if r["fid_spread"] is not None else "-"
+        print(
+            f"{r['data']:<15}{r['recipe']:<11}{r['minutes']:>8g}{r['steps'] or 0:>8}{r['images_per_s'] or 0:>7.0f}"
+            f"{r['fid']:>8.2f}{spread:>6}{r['fid_floor'] or 0:>7.2f}"
+        )
+    name = "time_to_quality_quick" if args.quick else "time_to_quality"
+    (root / "results" / f"{name}.json").write_text(
+        json.dumps({"machine": cpu(), "sampling": SAMPLING, "rows": rows}, indent=2) + "\n"
+    )
+    plot(rows, root.parent / "docs" / ("time-to-quality-quick.png" if args.quick else "time-to-quality.png"))
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """FID against minutes, one line per (data, recipe), each data's floor dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    for data in dict.fromkeys(r["data"] for r in rows):
+        for recipe in dict.fromkeys(r["recipe"] for r in rows):
+            line = [r for r in rows if r["data"] == data and r["recipe"] == recipe]
+            if line:
+                ax.errorbar(
+                    [r["minutes"] for r in line],
+                    [r["fid"] for r in line],
+                    yerr=[r["fid_spread"] or 0 for r in line],
+                    marker="o",
+                    capsize=3,
+                    label=f"{data}, {recipe}",
+                )
+        floor = next(r["fid_floor"] for r in rows if r["data"] == data)
+        ax.axhline(floor, linestyle="--", linewidth=0.8, color="gray")
+    ax.set(xlabel="training minutes (2-core CPU)", ylabel=f"FID (n = {rows[0]['n']}, dashed: floor)", yscale="log")
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
