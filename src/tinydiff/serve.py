@@ -3,7 +3,8 @@
 The stack is the standard library's threading HTTP server and one static page (serve.html, plain
 JavaScript): nothing to install, and a listening server 3 s after the command (Python and torch
 imports; the shipped model loads in 0.04 s). Gradio 6.31 would add 46 packages, 57 MB of wheels on
-top of tinydiff's own (``pip download gradio``, measured here), for the same four forms. The page calls four JSON endpoints, each a thin wrapper over the library:
+top of tinydiff's own (``pip download gradio``, measured here), for the same four forms. The page
+calls four JSON endpoints, each a thin wrapper over the library:
 
     POST /api/sample      class, guidance, sampler, steps, eta, seed, n  -> a grid
     POST /api/trajectory  the same, n <= 8                               -> x_t and predicted x0 per step
@@ -235,6 +236,7 @@ def handler(playground: Playground) -> type[BaseHTTPRequestHandler]:
             try:
                 size = int(self.headers.get("Content-Length", 0))
                 if not 0 <= size <= LIMITS["body_bytes"]:
+                    self.close_connection = True  # the unread body must not be taken for a next request
                     raise TinydiffError(f"a request body must be at most {LIMITS['body_bytes']} bytes")
                 request = json.loads(self.rfile.read(size) or b"{}")
                 if not isinstance(request, dict):
