@@ -83,6 +83,15 @@ def store(path: Path, data: bytes) -> Path:
     return path
 
 
+def store_arrays(path: Path, arrays: dict, compressed: bool = False) -> Path:
+    """Cache named numpy arrays as one .npz at ``path`` (:func:`store`: atomic, with its record)."""
+    import numpy as np
+
+    buffer = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
+    return store(path, buffer.getvalue())
+
+
 def check_cache(
     path: Path, expected: str | None = None, readable: Callable[[Path], bool] | None = None
 ) -> Literal["missing", "ok", "corrupt"]:

