@@ -28,7 +28,7 @@ $(VENV)/.test: $(VENV)/.demo
 demo: $(VENV)/.demo
 	$(BIN)/tinydiff fetch mnist
 	$(BIN)/tinydiff train $(DEMO_ARGS) $$(test -e $(DEMO_RUN)/latest && echo --resume)
-	$(BIN)/tinydiff sample --ckpt $(DEMO_RUN) --sampler ddim --steps 50 --n 64 --out $(DEMO_RUN)/grid.png
+	$(BIN)/tinydiff sample --ckpt $(DEMO_RUN) --sampler ddim --steps 50 --n 64 --out $(DEMO_RUN)/grid.png --overwrite
 
 test: $(VENV)/.test
 	$(BIN)/python -m pytest
