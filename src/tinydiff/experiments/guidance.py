@@ -198,4 +198,10 @@ def thresholding(lab: Lab) -> Report:
             "this model is trained with a clip-aware loss: it may overshoot [-1, 1] where it is sure, which the fixed "
             "clip maps onto the bound and thresholding instead scales back, greying the background",
         )  # fmt: skip
+        if any(b.get("accuracy", 1) < 0.5 for _, b in pairs):
+            report.notes.append(
+                "The low accuracy of the thresholded rows is the classifier failing on a grey background it never "
+                "saw in training (MNIST's background is exactly 0), not digits of the wrong class: see the w = 8 "
+                "figures."
+            )
     return report
