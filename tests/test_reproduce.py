@@ -43,6 +43,9 @@ def stand_ins(tmp_path, monkeypatch):
     for name in ("mnist", "fashion-mnist"):
         _fake_dataset(cache, name, 28, 600, 500)
     _fake_dataset(cache, "digits", 8, 400, 100)
+    for style in ("google", "twitter"):  # RGBA 64x64 in 9 categories, every tenth held out
+        rgba = np.random.default_rng(len(style)).integers(0, 256, (120, 4, 64, 64), dtype=np.uint8)
+        np.savez(cache / f"emoji-{style}.npz", x=rgba, y=np.arange(120) % 9, test=(np.arange(120) % 10 == 9))
     monkeypatch.setattr(inception_module, "InceptionFeatures", PixelFeatures)
     torch.set_num_threads(2)
     return tmp_path

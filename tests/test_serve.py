@@ -86,6 +86,7 @@ def test_bad_requests_get_one_line_and_400(server):
         ("sample", {"n": 1000}, "n must be an integer in [1, 64]"),
         ("sample", {"steps": "many"}, "steps must be an integer"),
         ("sample", {"sampler": "magic"}, "sampler must be one of"),
+        ("sample", {"prompt": "nine"}, "not text-conditioned"),
         ("forward", {"image": "data:image/png;base64,AAAA"}, "not a readable PNG"),
         ("forward", {"image": "/etc/passwd"}, "a test-set index or a PNG"),
         ("explode", {}, "unknown action"),
@@ -103,6 +104,21 @@ def test_bad_requests_get_one_line_and_400(server):
     response = connection.getresponse()
     assert response.status == 400 and "at most" in json.loads(response.read())["error"]
     connection.close()
+
+
+def test_a_text_model_takes_prompts(tmp_path):
+    from tinydiff.training import TrainConfig, Trainer
+
+    run = tmp_path / "text"
+    Trainer(TrainConfig(data="digits", out=str(run), steps=2, batch_size=8, sample_grid=0, text="words")).run(False)
+    playground = Playground(str(run))
+    assert playground.info()["text"] and not Playground("pretrained:mnist").info()["text"]
+    answer = playground.handle("sample", {"prompt": "nine | a hand-drawn 7 | one", "n": 3, "steps": 3, "guidance": 2})
+    assert answer["nfe"] == 6  # guided: two evaluations per step
+    picture = Image.open(io.BytesIO(base64.b64decode(answer["image"].split(",", 1)[1])))
+    assert picture.width > 2 * picture.height  # a column per prompt: one row of three
+    with pytest.raises(Exception, match="at most 1000 characters"):
+        playground.handle("sample", {"prompt": "x" * 1001})
 
 
 def test_requests_from_many_clients_are_served_one_at_a_time(server):

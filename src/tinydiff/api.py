@@ -37,10 +37,10 @@ def train(
         ckpt = Trainer(config, resume=resume).run(progress=progress)
     if config.sample_grid and ctx.is_main:
         model = load(ckpt)
-        labels = model.balanced_labels(config.sample_grid)  # a conditional model: the classes in turn
+        conditions = model.every_class(config.sample_grid)  # a conditional model: the classes in turn
         if progress:
             print(f"sampling a grid of {config.sample_grid} images (dpm++2m, 20 steps)", file=sys.stderr)
-        images = sample(model, n=config.sample_grid, sampler="dpm++2m", steps=20, seed=config.seed, labels=labels)
+        images = sample(model, n=config.sample_grid, sampler="dpm++2m", steps=20, seed=config.seed, **conditions)
         save_grid(images, Path(config.out) / "samples.png")
     return ckpt
 
@@ -57,6 +57,7 @@ def sample(
     seed: int = 0,
     batch_size: int = 64,
     labels=None,
+    prompts=None,
     guidance: float = 0.0,
     guidance_interval: tuple[float, float] | None = None,
     dynamic_threshold: float | None = None,
@@ -82,8 +83,9 @@ def sample(
     only at noise levels sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) in ``guidance_interval`` =
     (sigma_lo, sigma_hi] if one is given (Kynkaanniemi et al. 2024). ``dynamic_threshold`` p
     replaces the clip of x0 to [-1, 1] by Imagen's dynamic thresholding at the p-th percentile of
-    |x0| (e.g. 0.995; for large guidance weights). Without
-    labels a conditional model samples unconditionally (its null class). ``x_T`` [n, C, H, W] gives
+    |x0| (e.g. 0.995; for large guidance weights). ``prompts`` (text, or a list: see
+    :func:`prompt_vectors`) do the same for a text-conditioned model. Without labels or prompts a
+    conditional model samples unconditionally (its null class, or the empty prompt). ``x_T`` [n, C, H, W] gives
     the starting noise (e.g. latents from :func:`invert`) instead of drawing it.
     """
     if not isinstance(model, DiffusionModel):
@@ -117,7 +119,13 @@ def sample(
         x_T = check_images(x_T, model, "x_T").to(model.device, torch.float32)
         if len(x_T) != n:
             raise ValueError(f"x_T holds {len(x_T)} latents for n = {n}")
-    if labels is not None:
+    if prompts is not None:
+        if labels is not None:
+            raise TinydiffError("give class labels or prompts, not both")
+        labels = prompt_vectors(model, prompts, n)
+    elif labels is not None:
+        if model.text_encoder:
+            raise TinydiffError("this model is conditioned on text, not on class labels: give a prompt (--prompt)")
         labels = check_labels(labels, model.num_classes, n)
     batches = x_T.split(batch_size)
     label_batches = [None] * len(batches) if labels is None else labels.split(batch_size)
@@ -147,6 +155,19 @@ def sample(
     ]
     bar.close()
     return torch.cat(chunks).clamp(-1, 1)
+
+
+def prompt_vectors(model: DiffusionModel, prompts, n: int) -> torch.Tensor:
+    """The condition vectors [n, D] of a text-conditioned model for ``prompts`` (a text, or a list
+    the n images take in turn: image i gets prompt i mod L, as classes do). A prompt unlike the
+    training captions still gives images (the network's response to its vector); the empty prompt
+    is the unconditional model."""
+    from .text import check_prompts, embed
+
+    if not model.text_encoder:
+        raise TinydiffError("this model is not text-conditioned (trained without --text): drop the prompt")
+    vectors = embed(check_prompts(prompts), model.text_encoder)
+    return vectors[torch.arange(n) % len(vectors)]
 
 
 def sampling_recipe(model: DiffusionModel) -> dict:
@@ -196,14 +217,14 @@ def distill(
         round_options = dict(out=str(run), init=previous, teacher=previous, student_steps=student, teacher_guidance=w)
         config = TrainConfig(**{**base, **round_options})
         if progress:
-            print(f"distilling {previous} into {student} DDIM steps: {run}", file=sys.stderr)
+            print(f"distilling {previous} into {student} DDIM step{'s' if student > 1 else ''}: {run}", file=sys.stderr)
         ckpt = Trainer(config, resume=bool(list_checkpoints(run))).run(progress=progress)
         previous, student = str(run), student // 2
     return ckpt
 
 
 def class_labels(
-    model: DiffusionModel, which: str | int | None, n: int, *, per_class: int | None = None
+    model: DiffusionModel, which: str | int | None, n: int, *, per_class: int | None = None, prompts=None
 ) -> tuple[torch.Tensor | None, int]:
     """The class labels to sample ``model`` with, and how many images that makes; the one policy of
     ``sample`` and ``eval``.
@@ -213,8 +234,16 @@ def class_labels(
     images of each class in order (K * per_class images, a grid row per class); "none": no labels
     (a conditional model samples its null class); "data": n labels in the proportions of the
     classes of the training data (config.json's data.spec); a class index (an int or its string):
-    that class for every image.
+    that class for every image. With ``prompts`` (a text-conditioned model), no labels.
     """
+    if prompts is not None:
+        if which is not None or per_class is not None:
+            raise TinydiffError("--prompt replaces --class and --per-class: give one or the other")
+        if not model.text_encoder:
+            raise TinydiffError("this model is not text-conditioned (trained without --text): drop --prompt")
+        return None, n
+    if model.text_encoder and which not in (None, "none"):
+        raise TinydiffError("this model is conditioned on text, not on class labels: use --prompt instead of --class")
     if which is None:
         which = "all" if model.num_classes else "none"
     if per_class is not None and which != "all":

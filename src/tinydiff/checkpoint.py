@@ -43,6 +43,7 @@ from .errors import TinydiffError
 from .files import atomic_write
 from .nets import NET_KINDS, build_net
 from .schedule import MAX_TIMESTEPS, SCHEDULES, NoiseSchedule
+from .text import ENCODERS
 
 try:
     import fcntl
@@ -264,6 +265,7 @@ NET_FIELDS: dict[str, dict[str, tuple[Rule, bool]]] = {
         "heads": (_integer(1, MAX_COUNT), False),
         "dropout": (FRACTION, False),
         "num_classes": (CLASSES, False),
+        "text_dim": (_optional(_integer(1, MAX_SIDE)), False),
         "use_time": (BOOL, False),
         "self_condition": (BOOL, False),
     },
@@ -290,6 +292,7 @@ DATA_FIELDS = {"spec": (TEXT, True), "size": (_integer(0, 2**62), False), "image
 TRAIN_RANGES = {
     "snr_scale": POSITIVE,
     "snr_gamma": ((lambda v: type(v) in (int, float) and v > 0), "a positive number or Infinity"),
+    "text": _optional(_choice(ENCODERS)),
 }
 
 

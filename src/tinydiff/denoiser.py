@@ -182,7 +182,8 @@ def guided_denoiser(
     interval: tuple[float, float] | None = None,
     self_condition: SelfCondition | None = None,
 ) -> Denoiser:
-    """``denoise(x_t, t) -> (eps, x0)`` with guidance weight w for class ``labels`` [N], applied
+    """``denoise(x_t, t) -> (eps, x0)`` with guidance weight w for class ``labels`` [N] (or prompt
+    vectors [N, D], whose null condition is the zero vector), applied
     only at noise levels sigma_t in ``interval`` = (sigma_lo, sigma_hi] when one is given. A
     self-conditioned network's two halves are both fed the previous step's guided x0."""
     conditional = as_denoiser(net, schedule, kind, labels, self_condition)
@@ -191,7 +192,7 @@ def guided_denoiser(
         if interval is not None:
             raise TinydiffError("a guidance interval needs a guidance weight w > 0")
         return conditional
-    null = torch.full_like(labels, null_class)
+    null = torch.zeros_like(labels) if labels.is_floating_point() else torch.full_like(labels, null_class)
 
     def denoise(x_t: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
         t = torch.as_tensor(t, dtype=torch.long, device=x_t.device).expand(x_t.shape[0])
@@ -238,7 +239,7 @@ def build_denoiser(
     memory = SelfCondition() if self_condition else None
     if labels is None:
         if guidance or interval is not None:
-            raise TinydiffError("guidance needs class labels (e.g. --class 3 or --class all)")
+            raise TinydiffError("guidance needs class labels (e.g. --class 3 or --class all) or a prompt")
         denoise = as_denoiser(net, schedule, kind, None, memory)
     else:
         denoise = guided_denoiser(net, schedule, kind, labels, num_classes, guidance, interval, memory)

@@ -35,12 +35,26 @@ class DiffusionModel:
         return self.config["net"].get("num_classes")
 
     @property
+    def text_encoder(self) -> str | None:
+        """The sentence encoder (text.py) of a text-conditioned model, else None."""
+        return self.config["train"].get("text") if self.config["net"].get("text_dim") else None
+
+    @property
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
     def balanced_labels(self, n: int) -> torch.Tensor | None:
         """n labels cycling through the classes (0, 1, ..., K-1, 0, ...); None for an unconditional model."""
         return torch.arange(n) % self.num_classes if self.num_classes else None
+
+    def every_class(self, n: int) -> dict:
+        """The keyword arguments of ``sample`` that draw n images of the classes in turn: labels, or for a
+        text-conditioned model the plain caption of each class ("zero", "one", ...; data/captions.py)."""
+        if self.text_encoder:
+            from .data.captions import phrasings
+
+            return {"prompts": [captions[0] for captions in phrasings(self.config["data"]["spec"])]}
+        return {"labels": self.balanced_labels(n)}
 
     @contextmanager
     def count_evaluations(self) -> Iterator[dict]:

@@ -139,6 +139,8 @@ def sample_timesteps(n: int, num_timesteps: int, how: str, generator: torch.Gene
 def drop_labels(labels: torch.Tensor, p_uncond: float, null_class: int, generator: torch.Generator) -> torch.Tensor:
     """Label dropout for classifier-free guidance (Ho & Salimans 2022, Alg. 1): each label is
     replaced by the null class with probability p_uncond, so that one network learns both
-    eps(x, y) and eps(x, null)."""
+    eps(x, y) and eps(x, null). Prompt vectors [N, D] are dropped to the zero vector."""
     drop = torch.rand(len(labels), generator=generator) < p_uncond
+    if labels.is_floating_point():
+        return torch.where(drop[:, None], torch.zeros_like(labels), labels)
     return torch.where(drop, null_class, labels)

@@ -6,7 +6,7 @@ imports; the shipped model loads in 0.04 s). Gradio 6.31 would add 46 packages, 
 top of tinydiff's own (``pip download gradio``, measured here), for the same four forms. The page
 calls four JSON endpoints, each a thin wrapper over the library:
 
-    POST /api/sample      class, guidance, sampler, steps, eta, seed, n  -> a grid
+    POST /api/sample      class (or prompt), guidance, sampler, steps, eta, seed, n  -> a grid
     POST /api/trajectory  the same, n <= 8                               -> x_t and predicted x0 per step
     POST /api/forward     an image (drawn or a test digit), t            -> q(x_t | x_0), SNR and alpha_bar
     POST /api/latent      two images, steps, frames                      -> inversion, reconstruction error,
@@ -38,7 +38,9 @@ from .errors import TinydiffError
 
 PAGE = Path(__file__).with_name("serve.html")
 SAMPLERS = ("ddim", "dpm++2m", "pndm", "heun", "ddpm")
-LIMITS = {"n": 64, "steps": 200, "frames": 16, "trajectory_n": 8, "body_bytes": 512 * 1024, "guidance": 20.0}
+LIMITS = {
+    "n": 64, "steps": 200, "frames": 16, "trajectory_n": 8, "body_bytes": 512 * 1024, "guidance": 20.0, "prompt": 1000,
+}  # fmt: skip
 
 
 def png(images: torch.Tensor, nrow: int | None = None, scale: int = 4) -> str:
@@ -70,6 +72,7 @@ class Playground:
             "model": self.name,
             "image_shape": list(self.model.image_shape),
             "classes": self.model.num_classes or 0,
+            "text": bool(self.model.text_encoder),
             "timesteps": self.model.schedule.num_timesteps,
             "samplers": SAMPLERS,
             "limits": LIMITS,
@@ -106,10 +109,24 @@ class Playground:
                 if which == "all"
                 else torch.full((n,), _integer(request, "class", 0, 0, self.model.num_classes - 1))
             )
-        guidance = _number(request, "guidance", 0.0, 0.0, LIMITS["guidance"]) if labels is not None else 0.0
+        prompts = self._prompts(request)
+        conditional = labels is not None or prompts is not None
+        guidance = _number(request, "guidance", 0.0, 0.0, LIMITS["guidance"]) if conditional else 0.0
         steps = _integer(request, "steps", 20, 1, LIMITS["steps"])
         seed = _integer(request, "seed", 0, 0, 2**31 - 1)
-        return dict(n=n, sampler=sampler, steps=steps, seed=seed, labels=labels, guidance=guidance, **options)
+        return dict(n=n, sampler=sampler, steps=steps, seed=seed, labels=labels, prompts=prompts, guidance=guidance,
+                    **options)  # fmt: skip
+
+    def _prompts(self, request: dict) -> list[str] | None:
+        """A text-conditioned model's prompts: "nine | a hand-drawn 7" is two, the images take them in turn."""
+        if "prompt" not in request:
+            return None
+        prompt = request["prompt"]
+        if not self.model.text_encoder:
+            raise TinydiffError("this model is not text-conditioned: it takes no prompt")
+        if not isinstance(prompt, str) or len(prompt) > LIMITS["prompt"]:
+            raise TinydiffError(f"prompt must be text of at most {LIMITS['prompt']} characters")
+        return [part.strip() for part in prompt.split("|")]
 
     def sample(self, request: dict) -> dict:
         from .api import sample
@@ -118,6 +135,8 @@ class Playground:
         with self.model.count_evaluations() as count:
             images = sample(self.model, options.pop("n"), **options)
         nrow = self.model.num_classes if options["labels"] is not None and request.get("class") == "all" else None
+        if options["prompts"] is not None and len(options["prompts"]) > 1:
+            nrow = len(options["prompts"])  # a column per prompt
         return {"image": png(images, nrow), "nfe": count["images"] / len(images)}
 
     def trajectory(self, request: dict) -> dict:

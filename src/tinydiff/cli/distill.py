@@ -37,4 +37,5 @@ def run(args) -> None:
         lr=args.lr,
         device=args.device,
     )
-    print(f"student: {ckpt} (tinydiff sample --ckpt {ckpt.parent} samples it in {args.steps} DDIM steps)")
+    steps = f"{args.steps} DDIM step{'s' if args.steps > 1 else ''}"
+    print(f"student: {ckpt} (tinydiff sample --ckpt {ckpt.parent} samples it in {steps})")

@@ -109,7 +109,7 @@ def run_eval(args) -> None:
     model = load(args.ckpt, device=args.device)
     args.sampler = args.sampler or sampling_recipe(model)["sampler"]  # for the file name
     reference = args.ref or model.config["data"]["spec"]
-    labels, n = class_labels(model, args.label, args.n * args.draws)
+    labels, n = class_labels(model, args.label, args.n * args.draws, prompts=args.prompt)
     name = f"eval-{sampling_tag(args, labels is not None)}-n{n}.npz"
     with tempfile.TemporaryDirectory(prefix="tinydiff-eval-") as scratch:
         # a run keeps its samples in its folder; a shipped model's go away after scoring unless --out

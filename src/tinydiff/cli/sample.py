@@ -4,6 +4,7 @@ options, the classes (--class) and classifier-free guidance (--guidance, --guida
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -68,6 +69,14 @@ def guidance_options(p: argparse.ArgumentParser) -> None:
         "without --class), 'data' (classes in the training data's proportions) or 'none' (the null class)",
     )
     p.add_argument(
+        "--prompt",
+        action="append",
+        default=None,
+        metavar="TEXT",
+        help='text-conditioned models: what to draw, e.g. "nine"; the images take several --prompt in turn '
+        '(a grid column each); "" is the unconditional model',
+    )
+    p.add_argument(
         "--guidance",
         type=finite,
         default=0.0,
@@ -97,6 +106,7 @@ def draw(args, model, n: int, labels, **more):
         steps=args.steps,
         seed=args.seed,
         labels=labels,
+        prompts=args.prompt,
         guidance=args.guidance,
         guidance_interval=args.guidance_interval,
         dynamic_threshold=args.dynamic_threshold,
@@ -110,7 +120,9 @@ def sampling_tag(args, conditional: bool) -> str:
     --spacing, --class data, ...) are written beside the first instead of over it."""
     parts = [f"{args.sampler}{args.steps or ''}"]
     parts += [f"{k.replace('_', '')}{getattr(args, k)}" for k in SAMPLER_OPTIONS if getattr(args, k) is not None]
-    if conditional:
+    if args.prompt:
+        parts += ["prompt-" + "-".join(re.sub(r"[^a-z0-9]+", "", p.lower())[:16] or "empty" for p in args.prompt[:4])]
+    if conditional or args.prompt:
         parts += [f"class{args.label}"] if args.label not in (None, "all") else []
         parts += [f"w{args.guidance:g}"]
         parts += [f"gi{args.guidance_interval[0]:g}-{args.guidance_interval[1]:g}"] if args.guidance_interval else []
@@ -171,10 +183,12 @@ def run(args) -> None:
         output_path(path, "", args.overwrite)
     model = load(args.ckpt, device=args.device)
     args.sampler = args.sampler or sampling_recipe(model)["sampler"]  # for the file name
-    labels, n = class_labels(model, args.label, args.n, per_class=args.per_class)
+    labels, n = class_labels(model, args.label, args.n, per_class=args.per_class, prompts=args.prompt)
     out = output_path(args.out, f"{model_name(args.ckpt)}-{sampling_tag(args, labels is not None)}.png", args.overwrite)
     cycling = labels is not None and args.label in (None, "all") and args.per_class is None
     nrow = args.nrow or args.per_class or (model.num_classes if cycling else None)  # a row or a column per class
+    if args.prompt and len(args.prompt) > 1 and not args.nrow:
+        nrow = len(args.prompt)  # a column per prompt
     states, predictions = [], []
 
     def record(i, t, x_t, x0):

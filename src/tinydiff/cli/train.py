@@ -46,9 +46,12 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
             else:
                 p.add_argument(name, action="store_true", help=help_text)
             continue
-        choices = field.metadata["choices"]
+        choices, const = field.metadata["choices"], field.metadata["const"]
         metavar = "{" + ",".join(choices) + "}" if choices else None
-        p.add_argument(name, type=_parse_type(hints[field.name]), default=default, metavar=metavar, help=help_text)
+        bare = {"nargs": "?", "const": const} if const is not None else {}  # e.g. --text alone: --text minilm
+        p.add_argument(
+            name, type=_parse_type(hints[field.name]), default=default, metavar=metavar, help=help_text, **bare
+        )
 
 
 def add_parser(sub, common) -> None:

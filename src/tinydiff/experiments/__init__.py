@@ -24,7 +24,7 @@ class Experiment:
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
-MODULES = ("forward", "sampling", "latent", "guidance", "training")  # each registers its experiments
+MODULES = ("forward", "sampling", "latent", "guidance", "training", "text", "rgb")  # each registers its experiments
 
 
 def experiment(name: str, claims: tuple[str, ...]):

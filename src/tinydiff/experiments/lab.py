@@ -211,15 +211,20 @@ class Lab:
 
         return class_labels(m.model, which, n)[0] if m.model.num_classes and which else None
 
-    def samples(self, m: Model, n: int, *, classes: str | None = "data", **sampling) -> Path:
+    def samples(self, m: Model, n: int, *, classes: str | None = "data", prompts=None, **sampling) -> Path:
         """n samples of m as one .npz (cached): chunk k of CHUNK images is drawn with seed
         (seed, k), so a cut run resumes at the next chunk. ``sampling`` goes to api.sample
-        (sampler, steps, eta, timesteps, guidance, ...). The record beside it has the seconds
-        per chunk and the network evaluations per image."""
+        (sampler, steps, eta, timesteps, guidance, ...); ``prompts`` (a text-conditioned model, in
+        place of classes): image i gets prompts[i % len(prompts)]. The record beside it has the
+        seconds per chunk and the network evaluations per image."""
         from ..api import sample
         from ..viz import save_npz
 
+        if prompts is not None:
+            prompts, classes = list(prompts), None
         key = {"model": m.ident, "n": n, "classes": classes, "seed": self.seed, **sampling}
+        if prompts is not None:
+            key["prompts"] = prompts
         slug = _slug(key)
         path = self.cache / "samples" / f"{slug}.npz"
         if path.exists() and path.with_suffix(".json").exists():
@@ -232,11 +237,13 @@ class Lab:
         for k, start in enumerate(range(0, n, CHUNK)):
             size = min(CHUNK, n - start)
             y = None if labels is None else labels[start : start + size]
+            turn = None if prompts is None else [prompts[i % len(prompts)] for i in range(start, start + size)]
 
-            def chunk(size=size, y=y, k=k):
+            def chunk(size=size, y=y, k=k, turn=turn):
                 began = time.perf_counter()
                 with m.model.count_evaluations() as count:
-                    x = sample(m.model, size, seed=self.seed * 100_003 + k, labels=y, batch_size=CHUNK, **sampling)
+                    seed = self.seed * 100_003 + k
+                    x = sample(m.model, size, seed=seed, labels=y, prompts=turn, batch_size=CHUNK, **sampling)
                 save_npz(x, path.with_name(f".{slug}-{k}.npz"), y)  # before its cell: a cut run redoes it
                 return {"seconds": time.perf_counter() - began, "nfe": count["images"] / size, "n": size}
 

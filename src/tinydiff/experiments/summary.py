@@ -42,9 +42,6 @@ CLAIMS = {
     "R24": (BLOG, "the per-timestep loss over training"),
 }
 ELSEWHERE = {  # claims no experiment here checks, and why
-    "R16": "not run yet: tinydiff has no text conditioning yet",
-    "R17": "**not reproducible here**: no copy of Flowers102 (nor of CIFAR-10 or CelebA) can be had "
-    "offline on the machines this was run on; RGB training is tested on synthetic images only",
 }
 
 

@@ -21,7 +21,7 @@ from ..data.datasets import is_emoji
 from ..data.fetch import DATASETS
 from ..errors import TinydiffError
 from ..files import cache_dir, check_cache, store
-from .classifier import accuracy, class_probabilities, inception_score, load_classifier
+from .classifier import accuracy, class_probabilities, classifier_name, inception_score, load_classifier
 from .inception import PREPROCESSING, InceptionFeatures
 
 
@@ -120,7 +120,7 @@ def score(
     first_a = 1 if same else 0
     feature_metrics = [m for m in metrics if m not in ("is", "acc")]
     report = {"a": str(spec_a), "b": str(spec_b), "n": n}
-    name = str(spec_b).partition(":")[0] if is_dataset_spec(spec_b) else None
+    name = classifier_name(spec_b) if is_dataset_spec(spec_b) else None
     if ("is" in metrics or "acc" in metrics) and name is None:
         raise TinydiffError("the 'is' and 'acc' metrics need a dataset spec (e.g. mnist) as the reference")
     classifier = load_classifier(name) if "is" in metrics or "acc" in metrics else None

@@ -33,6 +33,7 @@ def build_net(config: dict) -> nn.Module:
         return DiffusersUNet(image_shape, **config)
     if kind == "mlp":
         config.pop("num_classes", None)
+        config.pop("text_dim", None)
         return MLP(image_shape, **config)
     return UNet(in_channels=image_shape[0], **config)
 

@@ -103,7 +103,11 @@ class UNet(nn.Module):
     """net(x_t, t, y=None, x_self=None) -> prediction with x_t's shape.
 
     x_t: [N, C, H, W]; t: [N] integer timesteps; y: [N] class labels in 0..num_classes-1, or
-    num_classes for "no label" (the null class of classifier-free guidance); None = null.
+    num_classes for "no label" (the null class of classifier-free guidance); None = null. A network
+    built with ``text_dim`` D takes prompt vectors y: [N, D] float (text.py) instead, the zero vector
+    being the null condition (None = null); the vector enters through a small MLP into the time
+    embedding, like a class label. (The encoder gives one vector per prompt: cross-attention over a
+    single key would weigh it by softmax = 1, a linear map of the vector, so it adds nothing here.)
     x_self: [N, C, H, W] an estimate of x0, for a network built with self_condition=True (None = zeros).
     """
 
@@ -117,6 +121,7 @@ class UNet(nn.Module):
         heads: int = 4,
         dropout: float = 0.0,
         num_classes: int | None = None,
+        text_dim: int | None = None,
         use_time: bool = True,
         self_condition: bool = False,
     ):
@@ -127,6 +132,10 @@ class UNet(nn.Module):
         self.num_classes = num_classes
         self.time = TimeEmbedding(channels, emb_dim, use_time)
         self.label = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+        self.text_dim = text_dim
+        self.text = (
+            nn.Sequential(nn.Linear(text_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)) if text_dim else None
+        )
         self.self_condition = self_condition  # x_self, an estimate of x0, enters as more input channels
         self.stem = nn.Conv2d(in_channels * (2 if self_condition else 1), channels, 3, padding=1)
 
@@ -165,6 +174,10 @@ class UNet(nn.Module):
             if y is None:
                 y = torch.full_like(t, self.num_classes)
             emb = emb + self.label(y)
+        elif self.text is not None:
+            if y is None:
+                y = torch.zeros(len(t), self.text_dim, device=t.device)
+            emb = emb + self.text(y.to(emb.dtype))
 
         if self.self_condition:  # self-conditioning (objectives.py): no estimate yet = zeros
             h = self.stem(torch.cat([x, torch.zeros_like(x) if x_self is None else x_self.to(x)], dim=1))

@@ -38,9 +38,7 @@ def grid(model, step: int, out: Path, seed: int, writer=None) -> Path:
     from ..api import sample
     from ..viz import make_grid, save_grid
 
-    images = sample(
-        model, GRID_IMAGES, sampler="dpm++2m", steps=20, seed=seed, labels=model.balanced_labels(GRID_IMAGES)
-    )
+    images = sample(model, GRID_IMAGES, sampler="dpm++2m", steps=20, seed=seed, **model.every_class(GRID_IMAGES))
     path = save_grid(images, out / "grids" / f"step-{step:06d}.png", nrow=8)
     if writer is not None:
         writer.add_image("samples", make_grid(images, nrow=8), step, dataformats="HWC")

@@ -38,6 +38,7 @@ from ..errors import TinydiffError
 from ..nets import build_net, net_config
 from ..objectives import diffusion_loss, drop_labels, sample_timesteps
 from ..schedule import NoiseSchedule
+from ..text import ENCODERS
 from . import board, distributed
 from .distill import Distillation
 from .ema import EMA
@@ -135,6 +136,7 @@ class Trainer:
         if config.conditional and (data.labels is None or not data.num_classes):
             raise TinydiffError(f"--conditional needs class labels, and {data.name} has none")
         self.data = data
+        self.prompts = self._prompt_vectors() if config.text else None
         self.schedule = NoiseSchedule.create(config.schedule, config.timesteps, config.snr_scale)
         self.model_config = {
             "tinydiff_version": __version__,
@@ -147,6 +149,7 @@ class Trainer:
                 channels=config.channels if config.net == "unet" else None,
                 channel_mults=config.channel_mults if config.net == "unet" else None,
                 num_classes=data.num_classes if config.conditional else None,
+                text_dim=ENCODERS[config.text] if config.text else None,
                 self_condition=True if config.self_condition else None,
             ),
             "schedule": {"name": config.schedule, "timesteps": config.timesteps, "snr_scale": config.snr_scale},
@@ -197,6 +200,22 @@ class Trainer:
         except BaseException:
             self.close()
             raise
+
+    def _prompt_vectors(self) -> torch.Tensor:
+        """Every training phrasing of every class (data/captions.py), embedded once: [K, P, D]."""
+        from ..data.captions import phrasings
+        from ..text import embed
+
+        if self.data.labels is None:
+            raise TinydiffError(f"--text makes captions from class labels, and {self.data.name} has none")
+        captions = phrasings(self.config.data)
+        if len(captions) != self.data.num_classes:
+            raise TinydiffError(
+                f"{self.data.name} has {self.data.num_classes} classes, its captions are for {len(captions)}"
+            )
+        return embed([c for per_class in captions for c in per_class], self.config.text).reshape(
+            len(captions), len(captions[0]), -1
+        )
 
     def _initialise(self, checkpoint: str) -> None:
         """--init: the network starts from a checkpoint's EMA weights (same network options)."""
@@ -327,6 +346,9 @@ class Trainer:
         labels = None
         if config.conditional:  # the null class is index num_classes
             labels = drop_labels(self.data.labels[index], config.p_uncond, self.data.num_classes, self.generator)
+        elif self.prompts is not None:  # a random training phrasing of each image's class, or the empty prompt
+            which = torch.randint(self.prompts.shape[1], (len(index),), generator=self.generator)
+            labels = drop_labels(self.prompts[self.data.labels[index], which], config.p_uncond, 0, self.generator)
         # self-conditioning on half of the batches (Chen et al. 2022, Alg. 1); no draw without it
         self_condition = config.self_condition and bool(torch.rand((), generator=self.generator) < 0.5)
         self.optimizer.zero_grad(set_to_none=True)
@@ -447,8 +469,14 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         bucket_sum, bucket_count = torch.zeros(LOSS_BUCKETS), torch.zeros(LOSS_BUCKETS)
         window_loss, window_images, window_start = 0.0, 0, time.perf_counter()
+        # a run with a time budget counts training seconds (the steps in the postfix), else steps
+        timed = config.minutes is not None
         bar = tqdm(
-            total=config.steps, initial=self.step, disable=not (progress and main), unit="step", dynamic_ncols=True
+            total=round(config.minutes * 60) if timed else config.steps,
+            initial=round(self.elapsed_s) if timed else self.step,
+            unit="s" if timed else "step",
+            disable=not (progress and main),
+            dynamic_ncols=True,
         )
         ckpt, stop = None, 0
         writer = board.open_tensorboard(self.out) if main and config.logger == "tensorboard" else None
@@ -462,7 +490,6 @@ class Trainer:
                 bucket_count.index_add_(0, bucket, torch.ones_like(losses))
                 window_loss += loss
                 window_images += config.batch_size
-                bar.update(1)
                 last = self.step == config.steps
                 if main and (self.step % config.log_every == 0 or last):
                     elapsed = time.perf_counter() - window_start
@@ -479,11 +506,12 @@ class Trainer:
                     self._append_log(log, record)
                     if writer is not None:
                         board.write_record(writer, record)
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
+                    bar.set_postfix(step=self.step, loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
                     bucket_sum.zero_()
                     bucket_count.zero_()
                     window_loss, window_images, window_start = 0.0, 0, time.perf_counter()
                 self.elapsed_s += time.perf_counter() - started
+                bar.update(min(round(self.elapsed_s), bar.total) - bar.n if timed else 1)
                 self._sync_clock()
                 stop = self.dist.largest(self._stop_signal, self.device)  # any rank's signal stops every rank
                 if main and (self.step % config.ckpt_every == 0 or last or self.budget_spent() or stop):
