@@ -23,7 +23,7 @@ import json
 import statistics
 from pathlib import Path
 
-from machine import cpu
+from tables import over_draws, print_table, scoring_options, write_json
 
 from tinydiff.experiments.lab import Lab
 
@@ -43,10 +43,7 @@ def main() -> None:
     names = [name for name, _, _ in TEACHER_SAMPLERS]
     parser.add_argument("--teacher-samplers", nargs="+", default=names, choices=names)
     parser.add_argument("--reference-steps", type=int, default=20, help="also the teacher at this many (dpm++2m)")
-    parser.add_argument("--n", type=int, default=2048)
-    parser.add_argument("--draws", type=int, default=3)
-    parser.add_argument("--cache", default="runs/reproduce")
-    parser.add_argument("--quick", action="store_true")
+    scoring_options(parser)
     args = parser.parse_args()
     if args.quick:
         args.n, args.draws = 64, 1
@@ -57,15 +54,12 @@ def main() -> None:
         m = draws[0].shipped("mnist")  # --ckpt stands for the MNIST model
         paths = [lab.samples(m, args.n, classes="data", **sampling) for lab in draws]
         scores = [lab.score(path, m.data) for lab, path in zip(draws, paths)]
-        fids = [s["fid"] for s in scores]
         record = draws[0].sampling_record(paths[0])
         return {
             "model": model,
             "evaluations": evaluations,
             "nfe": record["nfe"],
-            "fid": statistics.mean(fids),
-            "fid_spread": statistics.stdev(fids) if len(fids) > 1 else None,
-            "fid_floor": scores[0].get("fid_floor"),
+            **over_draws(scores),
             "kid": statistics.mean(s["kid"] for s in scores),
             "seconds": record["seconds"],
             "n": args.n,
@@ -85,15 +79,12 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
     steps = args.reference_steps
     rows.append(row("teacher, dpm++2m", args.teacher, steps, {"sampler": "dpm++2m", "steps": steps}, args.draws))
-    print(f"\n{'model':<40}{'NFE':>5}{'FID':>8}{'+-':>6}{'floor':>7}{'KID':>9}{'s/' + str(args.n):>9}")
-    for r in rows:
-        spread = f"{r['fid_spread']:.2f}" if r["fid_spread"] is not None else "-"
-        print(
-            f"{r['model']:<40}{r['nfe']:>5g}{r['fid']:>8.2f}{spread:>6}{r['fid_floor'] or 0:>7.2f}"
-            f"{r['kid']:>9.4f}{r['seconds']:>9.1f}"
-        )
-    name = "few_steps_quick" if args.quick else "few_steps"
-    (root / "results" / f"{name}.json").write_text(json.dumps({"machine": cpu(), "rows": rows}, indent=2) + "\n")
+    print_table(
+        rows,
+        [("model", "model", "<40"), ("nfe", "NFE", ">5g"), ("fid", "FID", ">8.2f"), ("fid_spread", "+-", ">6.2f"),
+         ("fid_floor", "floor", ">7.2f"), ("kid", "KID", ">9.4f"), ("seconds", f"s/{args.n}", ">9.1f")],
+    )  # fmt: skip
+    write_json("few_steps", args.quick, rows=rows)
 
 
 if __name__ == "__main__":

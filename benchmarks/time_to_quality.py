@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
-from machine import cpu
+from tables import over_draws, print_table, scoring_options, write_json
 
 from tinydiff.experiments.lab import Lab
 
@@ -37,10 +36,7 @@ def main() -> None:
     parser.add_argument("--data", nargs="+", default=["mnist", "fashion-mnist"])
     parser.add_argument("--minutes", nargs="+", type=float, default=[5, 10, 20, 40, 60])
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    parser.add_argument("--n", type=int, default=2048)
-    parser.add_argument("--draws", type=int, default=3)
-    parser.add_argument("--cache", default="runs/reproduce")
-    parser.add_argument("--quick", action="store_true")
+    scoring_options(parser)
     args = parser.parse_args()
     if args.quick:
         args.data, args.minutes, args.n, args.draws = ["digits"], [0.05, 0.1], 64, 1
@@ -52,7 +48,6 @@ def main() -> None:
                 labs = [Lab("time-to-quality", root, Path(args.cache), n=args.n, seed=d) for d in range(args.draws)]
                 m = labs[0].trained(f"ttq-{data}-{recipe}", data=data, minutes=minutes, **RECIPES[recipe])
                 scores = [lab.score(lab.samples(m, args.n, classes=None, **SAMPLING), f"{data}:train") for lab in labs]
-                fids = [s["fid"] for s in scores]
                 rows.append(
                     {
                         "data": data,
@@ -60,25 +55,19 @@ def main() -> None:
                         "minutes": minutes,
                         "steps": m.train.get("steps"),
                         "images_per_s": m.train.get("images_per_s"),
-                        "fid": statistics.mean(fids),
-                        "fid_spread": statistics.stdev(fids) if len(fids) > 1 else None,
-                        "fid_floor": scores[0].get("fid_floor"),
+                        **over_draws(scores),
                         "n": args.n,
                         "draws": args.draws,
                     }
                 )
                 print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{'data':<15}{'recipe':<11}{'minutes':>8}{'steps':>8}{'img/s':>7}{'FID':>8}{'+-':>6}{'floor':>7}")
-    for r in rows:
-        spread = f"{r['fid_spread']:.2f}" if r["fid_spread"] is not None else "-"
-        print(
-            f"{r['data']:<15}{r['recipe']:<11}{r['minutes']:>8g}{r['steps'] or 0:>8}{r['images_per_s'] or 0:>7.0f}"
-            f"{r['fid']:>8.2f}{spread:>6}{r['fid_floor'] or 0:>7.2f}"
-        )
-    name = "time_to_quality_quick" if args.quick else "time_to_quality"
-    (root / "results" / f"{name}.json").write_text(
-        json.dumps({"machine": cpu(), "sampling": SAMPLING, "rows": rows}, indent=2) + "\n"
-    )
+    print_table(
+        rows,
+        [("data", "data", "<15"), ("recipe", "recipe", "<11"), ("minutes", "minutes", ">8g"), ("steps", "steps", ">8"),
+         ("images_per_s", "img/s", ">7.0f"), ("fid", "FID", ">8.2f"), ("fid_spread", "+-", ">6.2f"),
+         ("fid_floor", "floor", ">7.2f")],
+    )  # fmt: skip
+    write_json("time_to_quality", args.quick, sampling=SAMPLING, rows=rows)
     plot(rows, root.parent / "docs" / ("time-to-quality-quick.png" if args.quick else "time-to-quality.png"))
 
 
