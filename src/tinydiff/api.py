@@ -239,9 +239,7 @@ def class_labels(
     if prompts is not None:
         if which is not None or per_class is not None:
             raise TinydiffError("--prompt replaces --class and --per-class: give one or the other")
-        if not model.text_encoder:
-            raise TinydiffError("this model is not text-conditioned (trained without --text): drop --prompt")
-        return None, n
+        return None, n  # a model without text conditioning is refused by prompt_vectors, before any sampling
     if model.text_encoder and which not in (None, "none"):
         raise TinydiffError("this model is conditioned on text, not on class labels: use --prompt instead of --class")
     if which is None:
