@@ -172,7 +172,7 @@ def test_channels_sets_the_unet_width_and_is_checked(npz, tmp_path):
 
 def test_channel_mults_set_the_level_widths_and_resume(npz, tmp_path):
     args = ["train", "--data", str(npz), "--out", str(tmp_path / "m"), "--steps", "1", "--batch-size", "4"]
-    args += ["--lr", "1e-3", "--warmup", "2"]
+    args += ["--lr", "1e-3", "--warmup", "2", "--lr-schedule", "constant"]
     assert main([*args, "--sample-grid", "0", "--quiet", "--channels", "8", "--channel-mults", "1,1,2"]) == 0
     model = load(tmp_path / "m")
     assert model.config["net"]["channel_mults"] == [1, 1, 2]
@@ -370,6 +370,11 @@ def test_a_wall_clock_budget_stops_the_run_and_ends_the_decaying_schedules(npz, 
     assert trainer.learning_rate(linear, 10, elapsed_s=0.3) == pytest.approx(config.lr * 0.75)
     assert trainer.learning_rate(linear, 2_500, elapsed_s=0.0) == pytest.approx(config.lr * 0.75)
     assert trainer.learning_rate(linear, 10, elapsed_s=1.2) == pytest.approx(0.0, abs=1e-12)
+    # by default a budgeted run takes as many steps as its budget allows, its rate decaying over the budget
+    budgeted, counted = TrainConfig(data=str(npz), minutes=0.02), TrainConfig(data=str(npz))
+    assert budgeted.steps >= 10**9 and counted.steps == 2000
+    assert trainer.learning_rate(budgeted, 200, elapsed_s=0.6) == pytest.approx(budgeted.lr * 0.5)
+    assert trainer.learning_rate(counted, 1000) == pytest.approx(counted.lr * 0.5)
 
 
 def test_the_diffusers_baseline_trains_in_the_same_loop_and_loads(tmp_path):

@@ -223,6 +223,14 @@ def distill(
     return ckpt
 
 
+def grid_columns(model: DiffusionModel, every_class: bool, prompts: list[str] | None = None) -> int | None:
+    """A grid's width: a column per prompt when there are several, a column per class when the
+    images take every class in turn, else None (a square)."""
+    if prompts and len(prompts) > 1:
+        return len(prompts)
+    return model.num_classes if every_class else None
+
+
 def class_labels(
     model: DiffusionModel, which: str | int | None, n: int, *, per_class: int | None = None, prompts=None
 ) -> tuple[torch.Tensor | None, int]:

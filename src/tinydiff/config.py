@@ -30,6 +30,8 @@ from .text import DEFAULT_ENCODER, ENCODERS
 LOGGERS = ("jsonl", "tensorboard")
 LR_SCHEDULES = ("constant", "cosine", "linear")  # after warm-up: see training.trainer.learning_rate
 MAX_SEED = 2**32 - 1
+DEFAULT_STEPS = 2000  # without --minutes
+UNLIMITED_STEPS = 10**9  # with --minutes and no --steps: the budget ends the run
 
 
 def _count(low: int, high: float = math.inf) -> Callable[[object], bool]:
@@ -131,14 +133,19 @@ class TrainConfig:
         _or_none(_positive_ints),
         "positive integers, one per resolution level (e.g. 1,2,2)",
     )
-    steps: int = option(2000, "optimizer steps in total", _count(1), "an integer >= 1")
+    steps: int | None = option(
+        None,
+        f"optimizer steps in total (default: {DEFAULT_STEPS}, or as many as --minutes allows)",
+        _or_none(_count(1)),
+        "an integer >= 1",
+    )
     batch_size: int = option(64, "images per optimizer step", _count(1), "an integer >= 1")
     lr: float = option(2e-3, "peak learning rate (AdamW)", _real(lambda v: 0 < v < math.inf), "positive and finite")
     warmup: int = option(100, "linear learning-rate warm-up steps", _count(0), "an integer >= 0")
     lr_schedule: str = option(
-        "constant",
-        "the learning rate after warm-up: constant, or a cosine or linear decay to 0 at --steps or at the "
-        "--minutes budget, whichever comes first",
+        "cosine",
+        "the learning rate after warm-up: a cosine or linear decay to 0 at --steps or at the end of the "
+        "--minutes budget, whichever comes first, or constant (for a run to be continued later)",
         **one_of(LR_SCHEDULES),
     )
     weight_decay: float = option(0.0, "AdamW's weight decay", _real(lambda v: 0 <= v < math.inf), ">= 0 and finite")
@@ -302,6 +309,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.out is None:
             self.out = default_out(self.data)
+        if self.steps is None:  # a --minutes run stops when its budget is spent
+            self.steps = DEFAULT_STEPS if self.minutes is None else UNLIMITED_STEPS
         if self.channel_mults is not None:  # a list, as it reads back from a checkpoint's JSON (resume compares them)
             self.channel_mults = list(self.channel_mults)
 

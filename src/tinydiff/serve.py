@@ -129,14 +129,13 @@ class Playground:
         return [part.strip() for part in prompt.split("|")]
 
     def sample(self, request: dict) -> dict:
-        from .api import sample
+        from .api import grid_columns, sample
 
         options = self._sampling(request, LIMITS["n"])
         with self.model.count_evaluations() as count:
             images = sample(self.model, options.pop("n"), **options)
-        nrow = self.model.num_classes if options["labels"] is not None and request.get("class") == "all" else None
-        if options["prompts"] is not None and len(options["prompts"]) > 1:
-            nrow = len(options["prompts"])  # a column per prompt
+        every_class = options["labels"] is not None and request.get("class") == "all"
+        nrow = grid_columns(self.model, every_class, options["prompts"])
         return {"image": png(images, nrow), "nfe": count["images"] / len(images)}
 
     def trajectory(self, request: dict) -> dict:

@@ -172,7 +172,7 @@ def add_parser(sub, common) -> None:
 
 
 def run(args) -> None:
-    from ..api import class_labels, sampling_recipe
+    from ..api import class_labels, grid_columns, sampling_recipe
     from ..model import load
     from ..viz import npz_path, save_grid, save_npz, save_trajectory
 
@@ -186,9 +186,7 @@ def run(args) -> None:
     labels, n = class_labels(model, args.label, args.n, per_class=args.per_class, prompts=args.prompt)
     out = output_path(args.out, f"{model_name(args.ckpt)}-{sampling_tag(args, labels is not None)}.png", args.overwrite)
     cycling = labels is not None and args.label in (None, "all") and args.per_class is None
-    nrow = args.nrow or args.per_class or (model.num_classes if cycling else None)  # a row or a column per class
-    if args.prompt and len(args.prompt) > 1 and not args.nrow:
-        nrow = len(args.prompt)  # a column per prompt
+    nrow = args.nrow or args.per_class or grid_columns(model, cycling, args.prompt)
     states, predictions = [], []
 
     def record(i, t, x_t, x0):

@@ -220,11 +220,10 @@ class Lab:
         from ..api import sample
         from ..viz import save_npz
 
-        if prompts is not None:
-            prompts, classes = list(prompts), None
         key = {"model": m.ident, "n": n, "classes": classes, "seed": self.seed, **sampling}
         if prompts is not None:
-            key["prompts"] = prompts
+            prompts, classes = list(prompts), None
+            key.update(classes=None, prompts=prompts)
         slug = _slug(key)
         path = self.cache / "samples" / f"{slug}.npz"
         if path.exists() and path.with_suffix(".json").exists():
