@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -179,13 +179,16 @@ class Lab:
         """A model trained for this experiment with ``options`` (TrainConfig fields) for
         ``minutes`` (default: the budget), reused if it exists, resumed if it was cut short."""
         from ..api import train
+        from ..config import TrainConfig
         from ..model import load
 
         options.setdefault("minutes", self.budget_minutes)
         options.setdefault("steps", 10**6)
         options.setdefault("sample_grid", 0)
         options.setdefault("ckpt_every", 250)
-        run = self.cache / "models" / f"{label}-{_slug(options)}"
+        # keyed by every option the run will have, defaults included: a changed default trains anew
+        recipe = {k: v for k, v in asdict(TrainConfig(**options)).items() if k != "out"}
+        run = self.cache / "models" / f"{label}-{_slug(recipe)}"
         done = run / "done.json"
         if not done.exists() and self.cached_only:
             raise Pending("model")
