@@ -11,7 +11,9 @@ benchmarks/results/time_to_quality.json and draws docs/time-to-quality.png.
     .venv/bin/python benchmarks/time_to_quality.py [--data mnist fashion-mnist] [--minutes 5 10 20 40 60]
         [--recipes tinydiff diffusers] [--n 2048] [--draws 3] [--quick]
 
---recipes constant-lr: the default recipe with a constant learning rate (a lever, not run by default).
+--recipes constant-lr: the default recipe with a constant learning rate (a lever, not run by default);
+lucidrains: lucidrains' denoising-diffusion-pytorch as a replication of DDPM set it up (lucidrains.py;
+installed beside the project, not a dependency).
 
 --quick: 8x8 digits, budgets of a few seconds, n = 64, one draw: a check that it runs, not a result.
 """
@@ -37,8 +39,27 @@ RECIPES = {
         "weighting": "none",
         "clip_aware_loss": False,
     },
+    "lucidrains": {},  # not tinydiff's trainer: see peer()
 }
 SAMPLING = {"sampler": "dpm++2m", "steps": 20, "eta": 3.0}
+
+
+def ours(labs: list[Lab], data: str, recipe: str, minutes: float, n: int) -> tuple[dict, list[Path]]:
+    """A tinydiff recipe trained for ``minutes`` and its samples, one file per draw."""
+    m = labs[0].trained(f"ttq-{data}-{recipe}", data=data, minutes=minutes, **RECIPES[recipe])
+    return m.train, [lab.samples(m, n, classes=None, **SAMPLING) for lab in labs]
+
+
+def peer(labs: list[Lab], data: str, recipe: str, minutes: float, n: int) -> tuple[dict, list[Path]]:
+    """lucidrains' denoising-diffusion-pytorch trained for ``minutes`` (lucidrains.py) and its samples."""
+    import lucidrains
+
+    cache = labs[0].cache
+    run = cache / "models" / f"ttq-{data}-{recipe}-{minutes:g}min"
+    trained = lucidrains.train(data, minutes, run)
+    return trained, [
+        lucidrains.samples(run, n, lab.seed, cache / "samples" / f"{run.name}-n{n}-draw{lab.seed}.npz") for lab in labs
+    ]
 
 
 def main() -> None:
@@ -56,15 +77,15 @@ def main() -> None:
         for recipe in args.recipes:
             for minutes in args.minutes:
                 labs = [Lab("time-to-quality", root, Path(args.cache), n=args.n, seed=d) for d in range(args.draws)]
-                m = labs[0].trained(f"ttq-{data}-{recipe}", data=data, minutes=minutes, **RECIPES[recipe])
-                scores = [lab.score(lab.samples(m, args.n, classes=None, **SAMPLING), f"{data}:train") for lab in labs]
+                trained, paths = (peer if recipe == "lucidrains" else ours)(labs, data, recipe, minutes, args.n)
+                scores = [lab.score(path, f"{data}:train") for lab, path in zip(labs, paths)]
                 rows.append(
                     {
                         "data": data,
                         "recipe": recipe,
                         "minutes": minutes,
-                        "steps": m.train.get("steps"),
-                        "images_per_s": m.train.get("images_per_s"),
+                        "steps": trained.get("steps"),
+                        "images_per_s": trained.get("images_per_s"),
                         **over_draws(scores),
                         "n": args.n,
                         "draws": args.draws,
@@ -87,6 +108,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
     for data in dict.fromkeys(r["data"] for r in rows):
@@ -104,6 +126,8 @@ def plot(rows: list[dict], path: Path) -> None:
         floor = next(r["fid_floor"] for r in rows if r["data"] == data)
         ax.axhline(floor, linestyle="--", linewidth=0.8, color="gray")
     ax.set(xlabel="training minutes (2-core CPU)", ylabel=f"FID (n = {rows[0]['n']}, dashed: floor)", yscale="log")
+    for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        axis(matplotlib.ticker.FormatStrFormatter("%g"))  # 6, 10, 20: not 6 x 10^0
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=100)
     plt.close(fig)
