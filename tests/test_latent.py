@@ -78,7 +78,13 @@ def test_a_clip_aware_model_inverts_through_its_clip(tmp_path):
     but the exact background no longer inverts to noise."""
     np.savez(tmp_path / "bars.npz", x=digit_like_images(64))
     config = dict(
-        data=str(tmp_path / "bars.npz"), steps=60, batch_size=16, sample_grid=0, ckpt_every=60, schedule="linear"
+        data=str(tmp_path / "bars.npz"),
+        steps=60,
+        batch_size=16,
+        sample_grid=0,
+        ckpt_every=60,
+        schedule="linear",
+        lr_schedule="constant",  # 60 steps inside the warm-up: a decaying rate would leave it untrained
     )
     images = torch.from_numpy(digit_like_images(16, seed=3))
     latents = {}
