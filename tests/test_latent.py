@@ -15,6 +15,9 @@ from tinydiff.experiments.latent import merge, reconstruction
 from tinydiff.samplers.inversion import slerp
 from tinydiff.training import TrainConfig, Trainer
 
+# a brief training on 8x8 bars
+BRIEF = dict(steps=60, batch_size=16, sample_grid=0, ckpt_every=60, schedule="linear")
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -27,11 +30,7 @@ def trained(tmp_path_factory):
     config = TrainConfig(
         data=str(root / "bars.npz"),
         out=str(root / "run"),
-        steps=60,
-        batch_size=16,
-        sample_grid=0,
-        ckpt_every=60,
-        schedule="linear",
+        **BRIEF,
         # The plain loss: a clip-aware model's denoiser includes the clip to [-1, 1], through which its
         # exact background inverts to nearly the same latent everywhere (test below), not to noise.
         clip_aware_loss=False,
@@ -77,15 +76,8 @@ def test_a_clip_aware_model_inverts_through_its_clip(tmp_path):
     """Its x0 beyond a bound is untrained, so inversion and decoding clip too: the round trip holds,
     but the exact background no longer inverts to noise."""
     np.savez(tmp_path / "bars.npz", x=digit_like_images(64))
-    config = dict(
-        data=str(tmp_path / "bars.npz"),
-        steps=60,
-        batch_size=16,
-        sample_grid=0,
-        ckpt_every=60,
-        schedule="linear",
-        lr_schedule="constant",  # 60 steps inside the warm-up: a decaying rate would leave it untrained
-    )
+    # a constant rate: these 60 steps sit inside the warm-up, and a decaying rate leaves the model untrained
+    config = dict(data=str(tmp_path / "bars.npz"), **BRIEF, lr_schedule="constant")
     images = torch.from_numpy(digit_like_images(16, seed=3))
     latents = {}
     for aware in (True, False):

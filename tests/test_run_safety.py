@@ -34,21 +34,9 @@ from tinydiff.training import TrainConfig, Trainer
 FUZZ_EXAMPLES = 200  # config.json cases tried by the fuzz test (about 10 s on one core)
 
 # the options of every training here (a constant learning rate: a run stopped and resumed is the straight run)
-# a constant learning rate: a run stopped and resumed with other --steps is then the straight run
 BASE = dict(batch_size=8, lr=1e-3, warmup=2, sample_grid=0, lr_schedule="constant")
-ARGS = [
-    "--batch-size",
-    "8",
-    "--lr",
-    "1e-3",
-    "--warmup",
-    "2",
-    "--lr-schedule",
-    "constant",
-    "--sample-grid",
-    "0",
-    "--quiet",
-]
+ARGS = ["--batch-size", "8", "--lr", "1e-3", "--warmup", "2", "--lr-schedule", "constant"]
+ARGS += ["--sample-grid", "0", "--quiet"]
 
 
 @pytest.fixture
