@@ -23,7 +23,7 @@ import json
 import statistics
 from pathlib import Path
 
-from tables import over_draws, print_table, scoring_options, write_json
+from tables import lab_folder, over_draws, print_table, scoring_options, write_json
 
 from tinydiff.experiments.lab import Lab
 
@@ -47,10 +47,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.n, args.draws = 64, 1
-    root = Path(__file__).parent
+    out, cache = lab_folder(args), Path(args.cache)
 
     def row(model: str, ckpt: str, evaluations: int, sampling: dict, draws: int) -> dict:
-        draws = [Lab("few-steps", root, Path(args.cache), n=args.n, seed=d, ckpt=ckpt) for d in range(draws)]
+        draws = [Lab("few-steps", out, cache, n=args.n, seed=d, ckpt=ckpt) for d in range(draws)]
         m = draws[0].shipped("mnist")  # --ckpt stands for the MNIST model
         paths = [lab.samples(m, args.n, classes="data", **sampling) for lab in draws]
         scores = [lab.score(path, m.data) for lab, path in zip(draws, paths)]

@@ -19,6 +19,13 @@ def scoring_options(parser) -> None:
     parser.add_argument("--quick", action="store_true")
 
 
+def lab_folder(args) -> Path:
+    """A FID benchmark's Lab output folder: benchmarks/results, so that its cells (results/cells) are
+    kept with the JSON and a later run, on any machine, computes only what is missing; for --quick,
+    a folder in the cache."""
+    return Path(args.cache) / "quick" if args.quick else RESULTS
+
+
 def over_draws(scores: list[dict]) -> dict:
     """FID's mean and spread (None for one draw) over scores of disjoint draws, the floor of the first."""
     fids = [s["fid"] for s in scores]

@@ -4,8 +4,9 @@ machine, for tinydiff's default recipe and for diffusers' UNet2DModel trained in
 Each (data, recipe, budget) is its own run of that many minutes (the learning-rate schedule follows
 the run's own budget), sampled like the shipped models (DPM-Solver++(2M), 20 steps, eta 3) and
 scored against the training set at n = 2,048 over three draws of samples, the real-vs-real floor
-beside. Runs, samples and scores are cached under runs/reproduce (as `tinydiff reproduce` does): a
-cut run continues, and a finished cell is never computed twice. Prints a table, writes
+beside. Every result is a cell in benchmarks/results/cells (as `tinydiff reproduce` keeps them), the
+runs and samples behind them under runs/reproduce: a cut run continues, a finished cell is never
+computed twice, on this machine or another. Prints a table, writes
 benchmarks/results/time_to_quality.json and draws docs/time-to-quality.png.
 
     .venv/bin/python benchmarks/time_to_quality.py [--data mnist fashion-mnist] [--minutes 5 10 20 40 60]
@@ -24,7 +25,7 @@ import argparse
 import json
 from pathlib import Path
 
-from tables import over_draws, print_table, scoring_options, write_json
+from tables import lab_folder, over_draws, print_table, scoring_options, write_json
 
 from tinydiff.experiments.lab import Lab
 
@@ -71,12 +72,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.data, args.minutes, args.n, args.draws = ["digits"], [0.05, 0.1], 64, 1
-    root = Path(__file__).parent
+    root, out, cache = Path(__file__).parent, lab_folder(args), Path(args.cache)
     rows = []
     for data in args.data:
         for recipe in args.recipes:
             for minutes in args.minutes:
-                labs = [Lab("time-to-quality", root, Path(args.cache), n=args.n, seed=d) for d in range(args.draws)]
+                labs = [Lab("time-to-quality", out, cache, n=args.n, seed=d) for d in range(args.draws)]
                 trained, paths = (peer if recipe == "lucidrains" else ours)(labs, data, recipe, minutes, args.n)
                 scores = [lab.score(path, f"{data}:train") for lab, path in zip(labs, paths)]
                 rows.append(

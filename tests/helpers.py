@@ -1,6 +1,9 @@
-"""Shared test helpers: the exact denoiser for Gaussian data, small image files, a small random U-Net."""
+"""Shared test helpers: the exact denoiser for Gaussian data, small image files, a small random U-Net,
+stand-in emoji."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -58,3 +61,11 @@ class FakeInception:
         self.calls += 1
         x = images.float().flatten(1)
         return torch.stack([x.mean(1), x.std(1), x[:, ::7].mean(1), x.max(1).values], 1).double().numpy()
+
+
+def stand_in_emoji(cache: Path, count: int = 120) -> None:
+    """The emoji caches (data/emoji.py's layout) with random RGBA 64x64 images in 9 categories,
+    every tenth held out, for commands that read ``--data emoji``."""
+    for style in ("google", "twitter"):
+        rgba = np.random.default_rng(len(style)).integers(0, 256, (count, 4, 64, 64), dtype=np.uint8)
+        np.savez(cache / f"emoji-{style}.npz", x=rgba, y=np.arange(count) % 9, test=np.arange(count) % 10 == 9)

@@ -97,6 +97,17 @@ def test_export_keeps_what_sampling_needs(tmp_path):
         load(out, ema=False)
 
 
+def test_export_records_what_training_took(tmp_path):
+    from tinydiff.checkpoint import export_model
+
+    net = build_net(CONFIG["net"]).state_dict()
+    config = {**CONFIG, "train": {"batch_size": 8, "accumulate": 2}}
+    save_checkpoint(tmp_path / "run", 30, config, net, net, {"step": 30, "elapsed_s": 120.0})
+    trained = json.loads((export_model(tmp_path / "run", tmp_path / "model") / "config.json").read_text())["trained"]
+    assert trained == {"steps": 30, "minutes": 2.0, "images_per_s": 30 * 8 * 2 / 120}
+    assert load(tmp_path / "model").config["trained"] == trained  # a shipped model says how long it trained
+
+
 def test_export_of_the_raw_weights_from_the_command_line(tmp_path):
     from tinydiff.cli import main
 
@@ -108,22 +119,30 @@ def test_export_of_the_raw_weights_from_the_command_line(tmp_path):
         assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-@pytest.mark.parametrize("name, spec", [("mnist", "mnist"), ("fashion-mnist", "fashion-mnist")])
-def test_the_shipped_models_load_and_sample_every_class(name, spec):
+@pytest.mark.parametrize(
+    "name, spec, shape, classes",
+    [
+        ("mnist", "mnist", (1, 28, 28), 10),
+        ("fashion-mnist", "fashion-mnist", (1, 28, 28), 10),
+        ("emoji", "emoji", (3, 32, 32), 9),
+        ("emoji64", "emoji@64", (3, 64, 64), 9),
+    ],
+)
+def test_the_shipped_models_load_and_sample_every_class(name, spec, shape, classes):
     from tinydiff import sample
     from tinydiff.model import PRETRAINED
 
     model = load(f"pretrained:{name}")
     assert model.config["data"]["spec"] == spec  # each folder holds a model of its dataset
-    assert model.image_shape == (1, 28, 28) and model.num_classes == 10
+    assert model.image_shape == shape and model.num_classes == classes
     size = sum(f.stat().st_size for f in PRETRAINED[name].iterdir())
     assert size < 20 * 2**20
-    images = sample(model, 10, steps=2, labels=list(range(10)), guidance=1.0)
-    assert images.shape == (10, 1, 28, 28) and images.std() > 0.1
+    images = sample(model, classes, steps=2, labels=list(range(classes)), guidance=1.0)
+    assert images.shape == (classes, *shape) and images.std() > 0.1
 
 
 def test_the_mnist_model_is_the_default():
     assert load().config["data"]["spec"] == "mnist"  # no path: pretrained:mnist
-    ships = "fashion-mnist, mnist"
+    ships = "emoji, emoji64, fashion-mnist, mnist, mnist-text"
     with pytest.raises(TinydiffError, match=f"no shipped model 'cifar'; tinydiff ships: {ships}"):
         load("pretrained:cifar")

@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 from helpers import FakeInception, digit_like_images
 from PIL import Image
 
-from tinydiff.cli import main
+from tinydiff.cli import build_parser, main
 from tinydiff.data import load_dataset
 
 
@@ -202,6 +203,11 @@ def test_help_shows_the_defaults_and_version_prints_it(capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert shown in " ".join(capsys.readouterr().out.split()), command
+    for command in build_parser()._subparsers._group_actions[0].choices:  # one default per option, never two
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "(default: None)" not in text and not re.search(r"\(default: [^)]*\) \(default:", text), command
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.strip() == f"tinydiff {__version__}"

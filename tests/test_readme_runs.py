@@ -1,16 +1,16 @@
 """Every command line of the README runs, in order, as a new user would type it, scaled down so that
 the whole README takes a minute: in a fresh folder, on a stand-in MNIST (80 + 40 digit-like images in
-the cache), with pixel statistics in place of the Inception network, and with the sizes rewritten
-(SCALED_DOWN below: 2 training steps, 4 images, at most 3 sampling steps). The verbs tested elsewhere
-at full length are left out: fetch (tests/test_data.py), reproduce (tests/test_reproduce.py), serve
-(tests/test_serve.py) and
-multi-process training (tests/test_distributed.py); distill runs one step per round."""
+the cache) and stand-in emoji (random RGBA images), with pixel statistics in place of the Inception
+network, and with the sizes rewritten (SCALED_DOWN below: 2 training steps, 4 images, at most 3
+sampling steps). The verbs tested elsewhere at full length are left out: fetch (tests/test_data.py),
+reproduce (tests/test_reproduce.py), serve (tests/test_serve.py) and multi-process training
+(tests/test_distributed.py); distill runs one step per round."""
 
 import shlex
 from pathlib import Path
 
 import numpy as np
-from helpers import FakeInception, digit_like_images
+from helpers import FakeInception, digit_like_images, stand_in_emoji
 from test_docs_commands import ROOT, _command_lines
 
 from tinydiff.cli import main
@@ -52,6 +52,7 @@ def test_every_readme_command_line_runs_in_order(tmp_path, monkeypatch, capsys):
     cache.mkdir(exist_ok=True)
     x = digit_like_images(120, size=28)
     np.savez(cache / "mnist.npz", x_train=x[:80], y_train=np.arange(80) % 10, x_test=x[80:], y_test=np.arange(40) % 10)
+    stand_in_emoji(cache)
     from tinydiff.metrics import inception
 
     monkeypatch.setattr(inception, "InceptionFeatures", FakeInception)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import digit_like_images
+from helpers import digit_like_images, stand_in_emoji
 
 import tinydiff.api as api
 from tinydiff.cli import main
@@ -43,9 +43,7 @@ def stand_ins(tmp_path, monkeypatch):
     for name in ("mnist", "fashion-mnist"):
         _fake_dataset(cache, name, 28, 600, 500)
     _fake_dataset(cache, "digits", 8, 400, 100)
-    for style in ("google", "twitter"):  # RGBA 64x64 in 9 categories, every tenth held out
-        rgba = np.random.default_rng(len(style)).integers(0, 256, (120, 4, 64, 64), dtype=np.uint8)
-        np.savez(cache / f"emoji-{style}.npz", x=rgba, y=np.arange(120) % 9, test=(np.arange(120) % 10 == 9))
+    stand_in_emoji(cache)
     monkeypatch.setattr(inception_module, "InceptionFeatures", PixelFeatures)
     torch.set_num_threads(2)
     return tmp_path
@@ -100,12 +98,37 @@ def test_a_cut_sampling_run_resumes_at_its_next_chunk_with_the_same_images(stand
     monkeypatch.setattr(api, "sample", original)
     resumed = np.load(lab.samples(m, n, sampler="ddim", steps=2))["x"]
     assert calls == [CHUNK, 5]
-    fresh = Lab("t", stand_ins / "out", stand_ins / "cache-b", quick=True)
-    assert np.array_equal(resumed, np.load(fresh.samples(m, n, sampler="ddim", steps=2))["x"])
+    fresh = Lab("t", stand_ins / "out-b", stand_ins / "cache-b", quick=True)
+    assert np.array_equal(resumed, fresh.load(fresh.samples(m, n, sampler="ddim", steps=2))["x"])
     # a cell is computed once, then read back; a report-only lab never computes one
     assert lab.cell("k", {"a": 1}, lambda: {"v": 1}) == lab.cell("k", {"a": 1}, lambda: {"v": 2}) == {"v": 1}
     with pytest.raises(Pending):
         Lab("t", stand_ins / "out", stand_ins / "cache-a", cached_only=True).cell("k", {"a": 2}, lambda: {})
+
+
+def test_the_cells_carry_a_run_to_a_machine_without_its_cache(stand_ins, monkeypatch):
+    """OUT/cells alone (a report's records, on a machine with an empty cache) gives every recorded
+    result again without training, sampling or scoring; reading the samples draws them again, after
+    training the model again, and gives the same images."""
+    out, recipe = stand_ins / "results", {"data": "digits", "steps": 2, "minutes": None, "batch_size": 8}
+    first = Lab("t", out, stand_ins / "cache-a", quick=True)
+    m = first.trained("m", **recipe)
+    path = first.samples(m, 8, sampler="ddim", steps=2)
+    score, images = first.score(path, m.data, ("fid",)), first.load(path)["x"]
+    calls = []
+    for name in ("train", "sample"):
+        original = getattr(api, name)
+        monkeypatch.setattr(api, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    second = Lab("t", out, stand_ins / "cache-b", quick=True)  # another machine: the same cells, no cache
+    m2 = second.trained("m", **recipe)
+    path2 = second.samples(m2, 8, sampler="ddim", steps=2)
+    assert second.score(path2, m2.data, ("fid",)) == score and m2.train == m.train
+    assert second.sampling_record(path2) == first.sampling_record(path)
+    assert calls == [] and not path2.exists()
+    assert np.array_equal(second.load(path2)["x"], images) and calls == ["train", "sample"]
+    with pytest.raises(Pending):  # a report-only run never draws them
+        third = Lab("t", out, stand_ins / "cache-c", quick=True, cached_only=True)
+        third.load(third.samples(third.trained("m", **recipe), 8, sampler="ddim", steps=2))
 
 
 def test_reproduce_refuses_an_unknown_experiment_and_a_bad_budget(stand_ins, capsys):

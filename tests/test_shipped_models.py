@@ -1,9 +1,12 @@
 """What users run, on what they run it on: every sampler on every model tinydiff ships.
 
-The project's own 28x28 classifiers (metrics/classifier.py) must recognise the class asked for in
-most samples of every sampler at 10, 20 and 50 network evaluations (a text-conditioned model
-is asked by the class names, "zero", "one", ...). Noise scores 10 %; the shipped
-models score 80-100 % with every sampler here (20 images, two of each class).
+The project's own classifiers (metrics/classifier.py) must recognise the class asked for in most
+samples of every sampler at 10, 20 and 50 network evaluations (the 64x64 model at 10 and 20, for
+time; a text-conditioned model is asked by the class names, "zero", "one", ...). The bar is set by
+what each classifier reads in real images (class-balanced, held-out): 98.8 % for MNIST's and 90.0 %
+for Fashion-MNIST's, where the shipped models score 80-100 % with every sampler (two images per
+class; noise: 10 %), but 54 % for the emoji's (6 % of Activities, 99 % of People & Body), where the
+shipped model at 32x32 scores 39-56 % (four images per category; noise: 11 %).
 """
 
 from pathlib import Path
@@ -13,33 +16,37 @@ import pytest
 import torch
 
 import tinydiff
-from tinydiff.metrics.classifier import class_probabilities, load_classifier
+from tinydiff.metrics.classifier import class_probabilities, classifier_name, load_classifier
 from tinydiff.model import PRETRAINED
 from tinydiff.samplers import SAMPLERS
 
 REFERENCE = Path(__file__).parent / "data" / "pretrained_mnist_samples.npz"
+BAR = {"mnist": 0.7, "fashion-mnist": 0.7, "emoji": 0.3}  # least share recognised, by classifier
+PER_CLASS = {"mnist": 2, "fashion-mnist": 2, "emoji": 4}
 
 
 @pytest.fixture(scope="module", params=sorted(PRETRAINED))
 def shipped(request):
     model = tinydiff.load(f"pretrained:{request.param}")
-    dataset = model.config["data"]["spec"]
-    return model, load_classifier("fashion-mnist" if dataset == "fashion-mnist" else "mnist")
+    return model, classifier_name(model.config["data"]["spec"])
 
 
 @pytest.mark.parametrize("sampler", list(SAMPLERS))
 def test_every_sampler_gives_recognisable_images_on_every_shipped_model(shipped, sampler):
-    model, classifier = shipped
+    model, name = shipped
+    classifier = load_classifier(name)
     torch.set_num_threads(2)  # the suite's one thread would make this its slowest test
-    labels = torch.arange(20) % 10
-    for evaluations in (10, 20, 50):
+    classes = classifier.head.out_features
+    n = PER_CLASS[name] * classes
+    labels = torch.arange(n) % classes
+    for evaluations in (10, 20, 50) if model.image_shape[-1] <= 32 else (10, 20):
         steps = SAMPLERS[sampler].steps_for(evaluations)
         with model.count_evaluations() as count:
-            images = tinydiff.sample(model, 20, sampler=sampler, steps=steps, seed=1, **model.every_class(20))
-        assert count["images"] / 20 == evaluations - (sampler == "heun")  # heun: 2 S - 1 is odd
+            images = tinydiff.sample(model, n, sampler=sampler, steps=steps, seed=1, **model.every_class(n))
+        assert count["images"] / n == evaluations - (sampler == "heun")  # heun: 2 S - 1 is odd
         probabilities = class_probabilities(classifier, ((images + 1) * 127.5).round().to(torch.uint8))
         recognised = (probabilities.argmax(1) == labels).float().mean().item()
-        assert recognised >= 0.7, f"{sampler} at {evaluations} evaluations: {recognised:.0%} recognised"
+        assert recognised >= BAR[name], f"{sampler} at {evaluations} evaluations: {recognised:.0%} recognised"
 
 
 def test_the_shipped_model_samples_as_it_did_before_samplers_took_explicit_trajectories():

@@ -474,10 +474,19 @@ def export_model(ckpt: str | Path, out: str | Path, ema: bool = True) -> Path:
     third of a training checkpoint's size."""
     ckpt = resolve_checkpoint(ckpt)
     weights = weights_file(ema)
-    read_config(ckpt, ("config.json", weights))
+    config = read_config(ckpt, ("config.json", weights))
+    if (ckpt / "trainer_state.pt").is_file():  # what training took, for the model's readers
+        state = load_trainer_state(ckpt)
+        train = config.get("train", {})
+        images = state["step"] * train.get("batch_size", 0) * train.get("accumulate", 1)
+        seconds = float(state.get("elapsed_s", 0.0))
+        config["trained"] = {"steps": state["step"], "minutes": round(seconds / 60, 2)}
+        if seconds > 0 and images:
+            config["trained"]["images_per_s"] = round(images / seconds, 1)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for source, target in (("config.json", "config.json"), (weights, weights_file(ema=True))):
-        data = (ckpt / source).read_bytes()
-        atomic_write(out / target, lambda handle, data=data: handle.write(data))
+    text = json.dumps(config, indent=2).encode()
+    atomic_write(out / "config.json", lambda handle: handle.write(text))
+    data = (ckpt / weights).read_bytes()
+    atomic_write(out / weights_file(ema=True), lambda handle: handle.write(data))
     return out

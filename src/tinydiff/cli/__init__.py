@@ -117,8 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     for verbs in (fetch, train, distill, sample, evaluate, latent, reproduce, export, serve):
         verbs.add_parser(sub, common)
     for verb in sub.choices.values():  # --help shows every default
-        verb.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+        verb.formatter_class = _DefaultsFormatter
     return parser
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's "(default: ...)" after each option that has one its help does not already state."""
+
+    def _get_help_string(self, action):
+        stated = action.default is None or "default" in (action.help or "")
+        return action.help if stated else super()._get_help_string(action)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """``tinydiff reproduce NAME|all``: the seed write-ups' claims, one experiment each (experiments/),
-written as NAME.md, NAME.json and PNGs; every result is cached as it completes, so a cut run
-continues where it stopped."""
+written as NAME.md, NAME.json and PNGs; every result is recorded in OUT/cells as it completes, so a
+cut run continues where it stopped, here or on another machine."""
 
 from __future__ import annotations
 
@@ -18,15 +18,19 @@ def add_parser(sub, common) -> None:
     names = list(experiments())
     p = sub.add_parser("reproduce", parents=[common], help="the seed write-ups' experiments: tables, figures, verdicts")
     p.add_argument("experiment", choices=[*names, "all"], metavar="NAME", help=f"one of: {', '.join(names)}, or all")
-    p.add_argument("--out", default="results", help="folder for NAME.md, NAME.json and the figures")
+    p.add_argument(
+        "--out", default="results", help="folder for NAME.md, NAME.json, the figures and cells/ (every result's record)"
+    )
     p.add_argument("--summary", default=None, help="where the index of every claim goes (default OUT/REPRODUCTION.md)")
-    p.add_argument("--cache", default="runs/reproduce", help="folder of finished results, samples and trained models")
+    p.add_argument(
+        "--cache", default="runs/reproduce", help="folder of the samples and trained models behind the cells"
+    )
     p.add_argument("--n", type=integer(16), default=2048, help="samples per score (the floor is given at the same n)")
     p.add_argument(
         "--budget-minutes", type=finite, default=10.0, help="training minutes per model an experiment trains"
     )
     p.add_argument("--quick", action="store_true", help="a miniature of each experiment, in seconds (not a result)")
-    p.add_argument("--cached-only", action="store_true", help="write the tables from finished results; compute nothing")
+    p.add_argument("--cached-only", action="store_true", help="write the tables from OUT/cells; compute nothing")
     p.add_argument("--ckpt", default=None, help="use this MNIST model instead of pretrained:mnist")
     p.add_argument("--seed", type=SEED, default=0)
     device_option(p)

@@ -45,9 +45,12 @@ def guided_row(lab: Lab, m: Model, n: int, w: float, **options) -> dict:
     path = lab.samples(m, n, classes="all", guidance=w, **SAMPLING, **options)
     row = {"w": w, **lab.score(path, m.data, METRICS), **lab.sampling_record(path)}
     row.pop("key", None)
-    x = np.load(path)["x"]
-    row["saturated"] = float(((x == 0) | (x == 255)).mean())  # share of pixels at the extremes
-    return row
+
+    def saturated() -> dict:  # the share of pixels at the extremes
+        x = lab.load(path)["x"]
+        return {"saturated": float(((x == 0) | (x == 255)).mean())}
+
+    return {**row, **lab.cell("saturation", {"samples": path.stem}, saturated)}
 
 
 def _grid(lab: Lab, m: Model, w: float, name: str, **options) -> str:

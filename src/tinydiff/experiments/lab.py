@@ -2,10 +2,15 @@
 
 Every costly result is a *cell*, a JSON record computed once under a key made of everything that
 decides it (the model, the sampler and its options, n, the seed, ...) and written atomically into
-the cache folder. An interrupted run therefore continues where it stopped, and two experiments that
-need the same figure compute it once. Samples are generated in chunks of ``CHUNK`` images, each
-chunk a file of its own (seeded by its index), so even a long cell (DDPM with 1,000 steps) resumes
-mid-way. Models an experiment trains live in the cache too; an unfinished training is resumed.
+OUT/cells, beside the report it feeds. An interrupted run therefore continues where it stopped, two
+experiments that need the same figure compute it once, and the cells travel with the report: on
+another machine, or after the cache is gone, a run reads every recorded cell and computes only the
+missing ones. The bulky files behind the cells (samples, Inception features, trained models) live
+in the cache folder and are made again only when a missing cell needs them: a model an experiment
+trained, its training recorded, is retrained only then (a run with a time budget ends at another
+step on another machine). Samples are generated in chunks of ``CHUNK`` images, each chunk a file of
+its own (seeded by its index), so even a long cell (DDPM with 1,000 steps) resumes mid-way; an
+unfinished training is resumed.
 
 Every score follows the project's protocol (metrics/reference.py): n generated images against the
 first draw of n training images, the real-vs-real floor (a second draw) beside it.
@@ -30,6 +35,8 @@ import torch
 from ..files import atomic_write
 
 CHUNK = 256  # images per cached chunk of samples
+# Cells that stand for a file in the cache, not a result: they stay in the cache with their files.
+LOCAL = ("chunks",)
 # Raise to invalidate every cached result after a change to what a cell computes (version 1's keys
 # carry no version field, so that the results of the first version stay valid).
 CACHE_VERSION = 1
@@ -42,15 +49,22 @@ class Pending(Exception):
 VERDICTS = ("reproduced", "partly", "not reproduced", "not reproducible here")
 
 
-@dataclass
 class Model:
     """A model an experiment uses: ``ident`` names it in cache keys and tables (a shipped model or a
-    run the experiment trained); ``data``: the dataset spec it was trained on (the FID reference)."""
+    run the experiment trained); ``data``: the dataset spec it was trained on (the FID reference);
+    ``train``: what training took (minutes, steps, images/s). The network (``model``) is made by
+    ``make`` on first use, so that results already in the cells need neither its weights nor its
+    training."""
 
-    ident: str
-    model: object
-    data: str
-    train: dict = field(default_factory=dict)  # what training took: minutes, steps, images/s
+    def __init__(self, ident: str, model, data: str, train: dict | None = None, *, make: Callable | None = None):
+        self.ident, self.data, self.train = ident, data, dict(train or {})
+        self._model, self._make = model, make
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = self._make()
+        return self._model
 
 
 @dataclass
@@ -116,12 +130,15 @@ class Lab:
         log: Callable[[str], None] = print,
     ):
         self.name, self.out, self.cache = name, Path(out), Path(cache)
+        self.cells = self.out / "cells"  # the records; the cache holds the files behind them
         self.n, self.budget_minutes, self.quick = n, budget_minutes, quick
         self.seed, self.ckpt, self.device, self.log = seed, ckpt, device, log
         self.cached_only, self.pending = cached_only, 0
         self.started = time.perf_counter()
         self.compute_seconds, self._depth = 0.0, 0  # what every result used took, cached or not
         self._extractor = None
+        self._records: dict[Path, dict] = {}  # samples file -> its sampling record
+        self._deferred: dict[Path, Callable[[], dict]] = {}  # samples recorded, not on this machine: draws them
 
     def pick(self, full, quick):
         """``full`` normally, ``quick`` with --quick (a miniature of the same experiment)."""
@@ -131,7 +148,8 @@ class Lab:
     def cell(self, kind: str, key: dict, compute: Callable[[], dict], *, valid: bool = True) -> dict:
         """The record for (kind, key): read from the cache, or computed and stored. ``valid=False``:
         a record is there but what it stands for is not (a deleted file): compute it again."""
-        path = self.cache / "cells" / kind / f"{_slug(key)}.json"
+        folder = self.cache / "cells" if kind in LOCAL else self.cells
+        path = folder / kind / f"{_slug(key)}.json"
         if path.exists() and valid:
             try:
                 record = json.loads(path.read_text())
@@ -164,7 +182,7 @@ class Lab:
 
     # -- models --------------------------------------------------------------------------------
     def shipped(self, name: str = "mnist") -> Model:
-        """A shipped model (``--ckpt`` replaces the MNIST one)."""
+        """A shipped model (``--ckpt`` replaces the MNIST one); ``train``: what its training took."""
         from ..model import load
 
         path = self.ckpt if (self.ckpt and name == "mnist") else f"pretrained:{name}"
@@ -173,11 +191,12 @@ class Lab:
         weights = sum(float(p.detach().cpu().double().sum()) for p in model.net.parameters())
         label = path if path.startswith("pretrained:") else "ckpt"  # not the path: it may be relative or absolute
         ident = f"{label}#{hashlib.sha256(repr(weights).encode()).hexdigest()[:8]}"
-        return Model(ident, model, model.config["data"]["spec"])
+        return Model(ident, model, model.config["data"]["spec"], model.config.get("trained", {}))
 
     def trained(self, label: str, **options) -> Model:
         """A model trained for this experiment with ``options`` (TrainConfig fields) for
-        ``minutes`` (default: the budget), reused if it exists, resumed if it was cut short."""
+        ``minutes`` (default: the budget), reused if it exists, resumed if it was cut short; trained
+        (again) only when something needs the network, not when its results are all in the cells."""
         from ..api import train
         from ..config import TrainConfig
         from ..model import load
@@ -190,21 +209,32 @@ class Lab:
         recipe = {k: v for k, v in asdict(TrainConfig(**options)).items() if k != "out"}
         run = self.cache / "models" / f"{label}-{_slug(recipe)}"
         done = run / "done.json"
-        if not done.exists() and self.cached_only:
-            raise Pending("model")
-        if not done.exists():
-            self.log(f"training {label} ({', '.join(f'{k}={v}' for k, v in sorted(options.items()))}) in {run}")
-            started = time.perf_counter()
-            settings = {k: v for k, v in options.items() if k != "data"}
-            train(options["data"], str(run), resume=(run / "latest").exists(), progress=False, **settings)
-            steps = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
-            last = next((r for r in reversed(steps) if "step" in r), {})
-            summary = {"steps": last.get("step"), "images_per_s": last.get("images_per_s")}
-            summary["minutes_this_call"] = round((time.perf_counter() - started) / 60, 2)
-            atomic_write(done, lambda f: f.write(json.dumps(summary).encode()))
-        model = load(run, device=self.device)
-        self.compute_seconds += 60 * (options["minutes"] or 0) if self._depth == 0 else 0.0  # its budget
-        return Model(run.name, model, model.config["data"]["spec"], json.loads(done.read_text()))
+
+        def fit() -> dict:
+            """Train (or finish training) the run; what it took."""
+            if not done.exists():
+                self.log(f"training {label} ({', '.join(f'{k}={v}' for k, v in sorted(options.items()))}) in {run}")
+                started = time.perf_counter()
+                settings = {k: v for k, v in options.items() if k != "data"}
+                train(options["data"], str(run), resume=(run / "latest").exists(), progress=False, **settings)
+                steps = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+                last = next((r for r in reversed(steps) if "step" in r), {})
+                summary = {"steps": last.get("step"), "images_per_s": last.get("images_per_s")}
+                summary["parameters"] = sum(p.numel() for p in load(run, device="cpu").net.parameters())
+                summary["batch_size"] = recipe["batch_size"]
+                summary["minutes_this_call"] = round((time.perf_counter() - started) / 60, 2)
+                atomic_write(done, lambda f: f.write(json.dumps(summary).encode()))
+            return json.loads(done.read_text())
+
+        def make():
+            if not done.exists():
+                if self.cached_only:
+                    raise Pending("model")
+                fit()  # recorded in the cells, absent from this machine's cache: trained again
+            return load(run, device=self.device)
+
+        summary = self.cell("models", {"run": run.name, **recipe}, fit)
+        return Model(run.name, None, options["data"], summary, make=make)
 
     # -- samples and scores ----------------------------------------------------------------------
     def labels(self, m: Model, n: int, which: str | None = "data") -> torch.Tensor | None:
@@ -215,25 +245,31 @@ class Lab:
         return class_labels(m.model, which, n)[0] if m.model.num_classes and which else None
 
     def samples(self, m: Model, n: int, *, classes: str | None = "data", prompts=None, **sampling) -> Path:
-        """n samples of m as one .npz (cached): chunk k of CHUNK images is drawn with seed
-        (seed, k), so a cut run resumes at the next chunk. ``sampling`` goes to api.sample
-        (sampler, steps, eta, timesteps, guidance, ...); ``prompts`` (a text-conditioned model, in
-        place of classes): image i gets prompts[i % len(prompts)]. The record beside it has the
-        seconds per chunk and the network evaluations per image."""
-        from ..api import sample
-        from ..viz import save_npz
-
+        """n samples of m as one .npz (cached; read it with :meth:`load`): chunk k of CHUNK images
+        is drawn with seed (seed, k), so a cut run resumes at the next chunk. ``sampling`` goes to
+        api.sample (sampler, steps, eta, timesteps, guidance, ...); ``prompts`` (a text-conditioned
+        model, in place of classes): image i gets prompts[i % len(prompts)]. Its record (a cell:
+        :meth:`sampling_record`) has the seconds and the network evaluations per image; samples
+        recorded but not on this machine are drawn again only when read."""
         key = {"model": m.ident, "n": n, "classes": classes, "seed": self.seed, **sampling}
         if prompts is not None:
             prompts, classes = list(prompts), None
             key.update(classes=None, prompts=prompts)
-        slug = _slug(key)
-        path = self.cache / "samples" / f"{slug}.npz"
-        if path.exists() and path.with_suffix(".json").exists():
-            self.compute_seconds += self.sampling_record(path)["seconds"] if self._depth == 0 else 0.0
-            return path
-        if self.cached_only:
-            raise Pending("samples")
+        path = self.cache / "samples" / f"{_slug(key)}.npz"
+
+        def draw() -> dict:
+            return self._draw(m, n, key, path, classes, prompts, sampling)
+
+        self._records[path] = self.cell("samples", key, draw)
+        if not path.exists():
+            self._deferred[path] = draw
+        return path
+
+    def _draw(self, m: Model, n: int, key: dict, path: Path, classes, prompts, sampling: dict) -> dict:
+        from ..api import sample
+        from ..viz import save_npz
+
+        slug = path.stem
         labels = self.labels(m, n, classes)
         parts = []
         for k, start in enumerate(range(0, n, CHUNK)):
@@ -258,12 +294,24 @@ class Lab:
             arrays["y"] = labels.numpy()
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        record = {"seconds": sum(p["seconds"] for p in parts), "nfe": parts[0]["nfe"], "n": n, "key": key}
-        atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(record, default=str).encode()))
-        atomic_write(path, lambda f: f.write(buffer.getvalue()))  # last: the .npz marks the samples done
+        atomic_write(path, lambda f: f.write(buffer.getvalue()))  # the .npz marks the samples done
         for k in range(len(parts)):
             path.with_name(f".{slug}-{k}.npz").unlink(missing_ok=True)
-        return path
+        return {"seconds": sum(p["seconds"] for p in parts), "nfe": parts[0]["nfe"], "n": n}
+
+    def load(self, path: Path) -> dict[str, np.ndarray]:
+        """The arrays of a samples file (x: uint8 NHWC, y: labels), drawn again first if only its
+        record is here."""
+        self._materialize(path)
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+
+    def _materialize(self, path: Path) -> None:
+        if not Path(path).exists() and path in self._deferred:
+            if self.cached_only:
+                raise Pending("samples")
+            self.log(f"drawing {path.name} again (its record is in {self.cells})")
+            self._deferred.pop(path)()
 
     def timing(self, m: Model, n: int, **sampling) -> float:
         """Seconds to sample n images in one batch (after a warm-up), on this CPU (cached per CPU
@@ -280,8 +328,8 @@ class Lab:
         return self.cell("timing", key, measure)["seconds"]
 
     def sampling_record(self, path: Path) -> dict:
-        """seconds (all chunks, summed) and nfe per image of a samples file."""
-        return json.loads(path.with_suffix(".json").read_text())
+        """seconds (all chunks, summed), nfe per image and n of a samples file :meth:`samples` gave."""
+        return self._records[path]
 
     @property
     def extractor(self):
@@ -295,10 +343,11 @@ class Lab:
         """Metrics of a samples file against ``reference`` at the file's n, floor beside (cached)."""
         from ..metrics.reference import score
 
-        n = int(np.load(path)["x"].shape[0])
+        n = self._records[path]["n"] if path in self._records else int(np.load(path)["x"].shape[0])
         metrics = list(metrics)
 
         def compute():
+            self._materialize(path)
             extractor = self.extractor if set(metrics) - {"is", "acc"} else None
             report = score(str(path), reference, n, metrics, extractor, floor=True, log=self.log)
             return {k: v for k, v in report.items() if k not in ("a", "b", "weights", "preprocessing")}
@@ -311,6 +360,7 @@ class Lab:
 
         cached = path.with_suffix(".features.npy")
         if not cached.exists():
+            self._materialize(path)
             result = features(str(path), int(np.load(path)["x"].shape[0]), self.extractor, log=self.log)
             buffer = io.BytesIO()
             np.save(buffer, result.astype(np.float32))
@@ -351,8 +401,8 @@ class Lab:
 
     def keep(self, cached: Path, name: str) -> str | None:
         """Copy a figure drawn inside a cell to the output folder; its file name there, or None."""
-        if not cached.exists():
-            return None
+        if not cached.exists():  # drawn on another machine: its copy in the output folder stands
+            return self.figure(name).name if self.figure(name).exists() else None
         self.figure(name).write_bytes(cached.read_bytes())
         return self.figure(name).name
 

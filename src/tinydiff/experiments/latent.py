@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 
 from ..api import decode, invert, sample
@@ -128,8 +127,9 @@ def consistency_experiment(lab: Lab) -> Report:
     steps = lab.pick(CONSISTENCY_STEPS, (5, 10, 20))
     paths = {s: lab.attempt(lab.samples, m, n, classes=None, sampler="ddim", steps=s) for s in steps}
     rows = []
-    if None not in paths.values():
-        x = {s: torch.from_numpy(np.load(p)["x"]).permute(0, 3, 1, 2) for s, p in paths.items()}
+
+    def compare() -> dict:
+        x = {s: torch.from_numpy(lab.load(p)["x"]).permute(0, 3, 1, 2) for s, p in paths.items()}
         final = x[steps[-1]].float() / 127.5 - 1
         label = _classify(x[steps[-1]]).argmax(1)
         for s in steps:
@@ -138,6 +138,11 @@ def consistency_experiment(lab: Lab) -> Report:
             agree = (_classify(x[s]).argmax(1) == label).float().mean().item()
             rows.append({"S": s, "rms_to_final": rms, "label_agreement": agree, "n": n})
         save_grid(torch.cat([x[s][:10] for s in steps]), lab.figure("grid.png"), 10)
+        return {"rows": rows}
+
+    if None not in paths.values():
+        key = {"samples": [p.stem for p in paths.values()]}
+        rows = (lab.attempt(lab.cell, "consistency", key, compare) or {}).get("rows", [])
     report = Report("Sample consistency across S (DDIM Sec. 5.3)", SLIDES)
     report.summary = (
         f"{n} latents x_T decoded by DDIM (eta = 0, the null class) with each S; compared with S = {steps[-1]}."

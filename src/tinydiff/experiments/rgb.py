@@ -1,9 +1,10 @@
-"""RGB on real images: class-conditional models of the emoji (data/emoji.py; Google's and Twitter's
-sets, 9 categories) at 32x32 and 64x64, each trained for 60 minutes of this machine, scored like the
-shipped models (FID and KID against the emoji's training split, the floor beside; category accuracy
-by the project's emoji classifier, metrics/classifier.py). A tryout project's Flowers102 claim
-("nice hallucinations" of RGB images from few resources) cannot be checked offline; this is the
-nearest test here: real RGB images, trained and sampled on a 2-core CPU.
+"""RGB on real images: the shipped class-conditional models of the emoji (data/emoji.py; Google's
+and Twitter's sets, 9 categories), ``pretrained:emoji`` at 32x32 and ``pretrained:emoji64`` at
+64x64, each trained for 60 minutes of this machine (docs/RESULTS.md), scored like the MNIST models
+(FID and KID against the emoji's training split, the floor beside; category accuracy by the
+project's emoji classifier, metrics/classifier.py). A tryout project's Flowers102 claim ("nice
+hallucinations" of RGB images from few resources) cannot be checked offline; this is the nearest
+test here: real RGB images, trained and sampled on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -16,17 +17,7 @@ from .summary import TRYOUT
 
 SAMPLING = {"sampler": "dpm++2m", "steps": 20}
 METRICS = ("fid", "kid", "acc")
-MINUTES = 60.0
-# the data and the U-Net per size: a fourth resolution level at 64x64 (64 -> 32 -> 16 -> 8)
-SIZES = {32: {"data": "emoji"}, 64: {"data": "emoji@64", "channel_mults": [1, 2, 2, 2]}}
-
-
-def model(lab: Lab, size: int) -> Model:
-    """The class-conditional emoji model at ``size`` (quick: a few steps)."""
-    # the shipped models' recipe: bf16 autocast, the cosine learning rate over the time budget
-    budget = {"steps": 3, "minutes": None, "batch_size": 8} if lab.quick else {"minutes": MINUTES, "amp": True}
-    budget["lr_schedule"] = "cosine"
-    return lab.trained(f"emoji{size}", conditional=True, **SIZES[size], **budget)
+SHIPPED = {32: "emoji", 64: "emoji64"}  # the shipped model of each size
 
 
 def scored(lab: Lab, m: Model, n: int, w: float) -> dict:
@@ -60,22 +51,20 @@ def emoji(lab: Lab) -> Report:
     report = Report("RGB images: the emoji at 32x32 and 64x64", TRYOUT)
     n = lab.pick(lab.n, 16)
     report.summary = (
-        f"Class-conditional U-Nets (the categories: {', '.join(CATEGORIES)}) trained for {MINUTES:g} minutes each "
+        f"The shipped class-conditional U-Nets (the categories: {', '.join(CATEGORIES)}), trained for an hour each "
         "on both emoji sets composited onto white (6,822 training images); samples in the training split's category "
         "proportions. The floor compares two disjoint draws of real images, so n can be at most half the training "
         "split (3,411)."
     )
-    rows, best = [], {}
-    for size in SIZES:
-        m = lab.attempt(model, lab, size)
+    rows, best, models = [], {}, {size: lab.shipped(name) for size, name in SHIPPED.items()}
+    for size, m in models.items():
         for w in lab.pick((0.0, 2.0), (0.0,)):
-            row = (m and lab.attempt(scored, lab, m, n, w)) or {}
+            row = lab.attempt(scored, lab, m, n, w) or {}
             rows.append({"size": f"{size}x{size}", "w": w, **row})
-        if m:
-            for w in (0.0, 2.0):
-                grid = lab.attempt(_grid, lab, m, f"{size}-w{w:g}.png", w)
-                if grid:
-                    report.figures.append((grid, f"{size}x{size}, w = {w:g}: a row per category, in the order above"))
+        for w in (0.0, 2.0):
+            grid = lab.attempt(_grid, lab, m, f"{size}-w{w:g}.png", w)
+            if grid:
+                report.figures.append((grid, f"{size}x{size}, w = {w:g}: a row per category, in the order above"))
         if rows and "fid" in rows[-1]:
             best[size] = min((r for r in rows if r["size"] == f"{size}x{size}" and "fid" in r), key=lambda r: r["fid"])
     report.table(
@@ -85,7 +74,8 @@ def emoji(lab: Lab) -> Report:
         ["size", "w", "fid", "fid_floor", "kid", "accuracy", "steps", "train_images_per_s", "sampling_s_per_image"],
     )
     if 32 in best:
-        r, spent = best[32], "a few steps" if lab.quick else f"{MINUTES:g} CPU-minutes"
+        r, trained = best[32], models[32].train
+        spent = f"{trained.get('steps', 0):,} steps ({trained.get('minutes', 0):g} CPU-minutes)"
         report.verdict(
             "R17",
             "Flowers102 (RGB, 128x128) gives nice hallucinations",

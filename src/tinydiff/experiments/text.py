@@ -28,11 +28,14 @@ def interleaved(per_class: list[list[str]]) -> list[str]:
 
 
 def predicted(lab: Lab, path) -> np.ndarray:
-    """The MNIST classifier's digit for each image of a samples file."""
+    """The MNIST classifier's digit for each image of a samples file (a cell)."""
     from ..metrics.classifier import class_probabilities, load_classifier
 
-    x = torch.from_numpy(np.load(path)["x"]).permute(0, 3, 1, 2)  # uint8 NHWC -> NCHW
-    return class_probabilities(load_classifier("mnist"), x).argmax(1).numpy()
+    def classify() -> dict:
+        x = torch.from_numpy(lab.load(path)["x"]).permute(0, 3, 1, 2)  # uint8 NHWC -> NCHW
+        return {"digits": class_probabilities(load_classifier("mnist"), x).argmax(1).tolist()}
+
+    return np.array(lab.cell("digits", {"samples": path.stem}, classify)["digits"])
 
 
 def prompt_row(lab: Lab, m: Model, n: int, w: float, held_out: bool) -> dict:
