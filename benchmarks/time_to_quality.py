@@ -57,10 +57,14 @@ def peer(labs: list[Lab], data: str, recipe: str, minutes: float, n: int) -> tup
 
     cache = labs[0].cache
     run = cache / "models" / f"ttq-{data}-{recipe}-{minutes:g}min"
-    trained = lucidrains.train(data, minutes, run)
-    return trained, [
-        lucidrains.samples(run, n, lab.seed, cache / "samples" / f"{run.name}-n{n}-draw{lab.seed}.npz") for lab in labs
-    ]
+    trained = labs[0].cell("peer-runs", {"run": run.name}, lambda: lucidrains.train(data, minutes, run))
+
+    def draw(seed: int, path: Path) -> Path:  # trained again first on a machine without the run
+        lucidrains.train(data, minutes, run)
+        return lucidrains.samples(run, n, seed, path)
+
+    paths = [cache / "samples" / f"{run.name}-n{n}-draw{lab.seed}.npz" for lab in labs]
+    return trained, [lab.external(path, n, lambda s=lab.seed, p=path: draw(s, p)) for lab, path in zip(labs, paths)]
 
 
 def main() -> None:

@@ -51,7 +51,8 @@ def test_every_sampler_gives_recognisable_images_on_every_shipped_model(shipped,
 
 def test_the_shipped_model_samples_as_it_did_before_samplers_took_explicit_trajectories():
     """Recorded with samplers that built their own trajectory from (steps, spacing): the same seed and
-    options give bit-identical images."""
+    options give the same images, to float rounding (CPUs differ in the last bits: 1e-5 between an
+    Intel Xeon and an AMD EPYC; a timestep off by one moves pixels by far more)."""
     reference = np.load(REFERENCE)
     cases = {
         "ddim": {"sampler": "ddim"},
@@ -62,4 +63,4 @@ def test_the_shipped_model_samples_as_it_did_before_samplers_took_explicit_traje
     }
     for name, options in cases.items():
         images = tinydiff.sample("pretrained:mnist", 2, steps=10, seed=0, labels=[3, 7], **options)
-        assert np.array_equal(images.numpy(), reference[name]), name
+        np.testing.assert_allclose(images.numpy(), reference[name], rtol=0, atol=1e-4, err_msg=name)

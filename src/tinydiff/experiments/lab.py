@@ -220,11 +220,10 @@ class Lab:
                 steps = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
                 last = next((r for r in reversed(steps) if "step" in r), {})
                 summary = {"steps": last.get("step"), "images_per_s": last.get("images_per_s")}
-                summary["parameters"] = sum(p.numel() for p in load(run, device="cpu").net.parameters())
-                summary["batch_size"] = recipe["batch_size"]
                 summary["minutes_this_call"] = round((time.perf_counter() - started) / 60, 2)
                 atomic_write(done, lambda f: f.write(json.dumps(summary).encode()))
-            return json.loads(done.read_text())
+            parameters = sum(p.numel() for p in load(run, device="cpu").net.parameters())
+            return {**json.loads(done.read_text()), "parameters": parameters, "batch_size": recipe["batch_size"]}
 
         def make():
             if not done.exists():
@@ -260,7 +259,11 @@ class Lab:
         def draw() -> dict:
             return self._draw(m, n, key, path, classes, prompts, sampling)
 
-        self._records[path] = self.cell("samples", key, draw)
+        def recorded() -> dict:  # drawn for another output folder into the same cache: its record is beside it
+            beside = path.with_suffix(".json")
+            return json.loads(beside.read_text()) if path.exists() and beside.exists() else draw()
+
+        self._records[path] = self.cell("samples", key, recorded)
         if not path.exists():
             self._deferred[path] = draw
         return path
@@ -294,10 +297,20 @@ class Lab:
             arrays["y"] = labels.numpy()
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        atomic_write(path, lambda f: f.write(buffer.getvalue()))  # the .npz marks the samples done
+        record = {"seconds": sum(p["seconds"] for p in parts), "nfe": parts[0]["nfe"], "n": n}
+        atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(record).encode()))
+        atomic_write(path, lambda f: f.write(buffer.getvalue()))  # last: the .npz marks the samples done
         for k in range(len(parts)):
             path.with_name(f".{slug}-{k}.npz").unlink(missing_ok=True)
-        return {"seconds": sum(p["seconds"] for p in parts), "nfe": parts[0]["nfe"], "n": n}
+        return record
+
+    def external(self, path: Path, n: int, draw: Callable[[], object]) -> Path:
+        """n samples made by code outside the lab (a peer library's sampler), scored like ours:
+        ``draw`` writes ``path``, and is called only when something reads a file this machine lacks."""
+        self._records.setdefault(Path(path), {"n": n})
+        if not Path(path).exists():
+            self._deferred[Path(path)] = draw
+        return Path(path)
 
     def load(self, path: Path) -> dict[str, np.ndarray]:
         """The arrays of a samples file (x: uint8 NHWC, y: labels), drawn again first if only its
@@ -307,11 +320,17 @@ class Lab:
             return {k: f[k] for k in f.files}
 
     def _materialize(self, path: Path) -> None:
-        if not Path(path).exists() and path in self._deferred:
+        path = Path(path)
+        if not path.exists() and path in self._deferred:
             if self.cached_only:
                 raise Pending("samples")
             self.log(f"drawing {path.name} again (its record is in {self.cells})")
-            self._deferred.pop(path)()
+            self._depth += 1  # recorded already: its seconds are counted once, by the record
+            try:
+                self._deferred[path]()
+            finally:
+                self._depth -= 1
+            del self._deferred[path]
 
     def timing(self, m: Model, n: int, **sampling) -> float:
         """Seconds to sample n images in one batch (after a warm-up), on this CPU (cached per CPU
