@@ -114,6 +114,7 @@ def session(device: str = "auto", timeout_s: float = 300.0):
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
     try:
         yield ctx
+        dist.barrier()  # every rank finished before any tears the group down (gloo can abort a late one)
     finally:
         dist.destroy_process_group()
         signal.signal(signal.SIGTERM, previous)
