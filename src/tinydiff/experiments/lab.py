@@ -264,9 +264,7 @@ class Lab:
             return json.loads(beside.read_text()) if path.exists() and beside.exists() else draw()
 
         self._records[path] = self.cell("samples", key, recorded)
-        if not path.exists():
-            self._deferred[path] = draw
-        return path
+        return self.external(path, n, draw)  # registered like a peer's samples: drawn again when read
 
     def _draw(self, m: Model, n: int, key: dict, path: Path, classes, prompts, sampling: dict) -> dict:
         from ..api import sample
