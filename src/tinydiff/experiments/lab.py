@@ -134,6 +134,7 @@ class Lab:
         self.n, self.budget_minutes, self.quick = n, budget_minutes, quick
         self.seed, self.ckpt, self.device, self.log = seed, ckpt, device, log
         self.cached_only, self.pending = cached_only, 0
+        self.trains = False  # whether the experiment trains models of its own (its page states the budget)
         self.started = time.perf_counter()
         self.compute_seconds, self._depth = 0.0, 0  # what every result used took, cached or not
         self._extractor = None
@@ -201,6 +202,7 @@ class Lab:
         from ..config import TrainConfig
         from ..model import load
 
+        self.trains = True
         options.setdefault("minutes", self.budget_minutes)
         options.setdefault("steps", 10**6)
         options.setdefault("sample_grid", 0)
@@ -449,10 +451,8 @@ class Lab:
         lines += [report.summary, ""] if report.summary else []
         lines += ["```", command, "```", ""]
         quick = " (--quick: a miniature, not a result)" if self.quick else ""
-        lines += [
-            f"Run with --n {self.n} (samples per score) and --budget-minutes {self.budget_minutes:g} "
-            f"(training per model){quick}."
-        ]
+        budget = f" and --budget-minutes {self.budget_minutes:g} (training per model)" if self.trains else ""
+        lines += [f"Run with --n {self.n} (samples per score){budget}{quick}."]
         lines += [
             f"Machine: {machine['cpu']}, {machine['threads']} threads, torch {machine['torch']}; compute: "
             f"{self.compute_seconds / 60:.1f} minutes (every result this page uses, however many runs it took).",
