@@ -44,17 +44,19 @@ def ddpm_vs_ddim(lab: Lab) -> Report:
     n, full = lab.pick(lab.n, 16), lab.pick(None, 20)  # None: DDPM's T steps
     settings = [("ddpm", full), ("ddim", lab.pick(100, 10)), ("ddim", lab.pick(50, 5)), ("ddim", lab.pick(20, 4))]
     rows, times = [], {}
-    for sampler, steps in settings:
-        row = lab.attempt(fid_row, lab, m, n, sampler=sampler, steps=steps) or {}
-        t64 = lab.attempt(lab.timing, m, lab.pick(64, 4), sampler=sampler, steps=steps)
-        times[(sampler, steps)] = t64
-        label = f"{sampler} S = {steps or m.model.schedule.num_timesteps}"
+
+    def add(label: str, model: Model, **sampling) -> float | None:
+        """A row: FID of n samples and the seconds for 64 images; returns the latter."""
+        row = lab.attempt(fid_row, lab, model, n, **sampling) or {}
+        t64 = lab.attempt(lab.timing, model, lab.pick(64, 4), **sampling)
         rows.append({"sampling": label, **row, "seconds_64": t64, "seconds_n": row.get("seconds")})
+        return t64
+
+    for sampler, steps in settings:
+        label = f"{sampler} S = {steps or m.model.schedule.num_timesteps}"
+        times[(sampler, steps)] = add(label, m, sampler=sampler, steps=steps)
     # where DDIM's trade of steps for quality continues: the shipped student distilled from the model
-    student = lab.shipped("mnist-4step")
-    row = lab.attempt(fid_row, lab, student, n) or {}
-    t64 = lab.attempt(lab.timing, student, lab.pick(64, 4))
-    rows.append({"sampling": "distilled student S = 4", **row, "seconds_64": t64, "seconds_n": row.get("seconds")})
+    add("distilled student S = 4", lab.shipped("mnist-4step"))
     report = Report(
         "DDPM against DDIM on MNIST",
         REPLICATION,
