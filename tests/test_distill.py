@@ -42,8 +42,8 @@ def test_one_student_step_to_the_target_lands_where_two_teacher_steps_do(teacher
         t0, t1, t2 = (int(distillation.grid[2 * k + j]) for j in range(3))
         a0, a2 = (float(model.schedule.alpha_bar_at(s)) for s in (t0, t2))
         z = a0**0.5 * x0 + (1 - a0) ** 0.5 * noise
-        z2 = distillation._teacher_step(
-            distillation._teacher_step(z, torch.full((8,), t0), torch.full((8,), t1), labels),
+        z2 = distillation.teacher(
+            distillation.teacher(z, torch.full((8,), t0), torch.full((8,), t1), labels),
             torch.full((8,), t1), torch.full((8,), t2), labels,
         )  # fmt: skip
 
@@ -75,8 +75,8 @@ def test_at_the_last_step_a_student_may_overshoot_a_bound_the_clip_restores(teac
     t0, t2 = int(distillation.grid[6]), int(distillation.grid[8])
     a0 = float(model.schedule.alpha_bar_at(t0))
     z = a0**0.5 * x0 + (1 - a0) ** 0.5 * noise
-    z2 = distillation._teacher_step(
-        distillation._teacher_step(z, torch.full((8,), t0), torch.full((8,), int(distillation.grid[7])), None),
+    z2 = distillation.teacher(
+        distillation.teacher(z, torch.full((8,), t0), torch.full((8,), int(distillation.grid[7])), None),
         torch.full((8,), int(distillation.grid[7])), torch.full((8,), t2), None,
     )  # fmt: skip
     on_bound = z2.abs() >= 1

@@ -62,6 +62,7 @@ def test_every_experiment_runs_quick_and_writes_its_page_and_verdicts(stand_ins,
             assert (out / figure["file"]).stat().st_size > 100, figure
         page = (out / f"{name}.md").read_text()
         assert all(f"| {claim} |" in page for claim in entry.claims)
+    assert "distilled student" in (out / "ddpm-vs-ddim.md").read_text()  # the shipped model's student
     summary = (out / "REPRODUCTION.md").read_text()
     assert all(f"| {claim} |" in summary for claim in CLAIMS)
     assert summary.count("not run yet") == sum("not run yet" in why for why in ELSEWHERE.values())
@@ -76,6 +77,14 @@ def test_every_experiment_runs_quick_and_writes_its_page_and_verdicts(stand_ins,
     assert main(["reproduce", "all", "--quick", "--out", str(out), "--cache", str(stand_ins / "empty")]) == 0
     assert before == {name: json.loads((out / f"{name}.json").read_text())["verdicts"] for name in registry}
     assert calls == []
+
+
+def test_another_model_replaces_the_shipped_one_without_its_student(stand_ins):
+    out, cache = stand_ins / "results", stand_ins / "reproduce"
+    args = ["reproduce", "ddpm-vs-ddim", "--quick", "--ckpt", "pretrained:mnist-2step", "--out", str(out)]
+    assert main([*args, "--cache", str(cache)]) == 0
+    page = (out / "ddpm-vs-ddim.md").read_text()
+    assert "The model of --ckpt" in page and "distilled student" not in page and "| ddim S = 5 |" in page
 
 
 def test_cached_only_on_an_empty_cache_writes_pending_tables(stand_ins, capsys):
@@ -111,6 +120,10 @@ def test_a_cut_sampling_run_resumes_at_its_next_chunk_with_the_same_images(stand
     assert lab.cell("k", {"a": 1}, lambda: {"v": 1}) == lab.cell("k", {"a": 1}, lambda: {"v": 2}) == {"v": 1}
     with pytest.raises(Pending):
         Lab("t", stand_ins / "out", stand_ins / "cache-a", cached_only=True).cell("k", {"a": 2}, lambda: {})
+    # a training resumed by this call counts the seconds of every call (its log's elapsed_s)
+    before = lab.compute_seconds
+    lab.cell("models", {"run": "r"}, lambda: {"steps": 2, "elapsed_s": 600.0})
+    assert lab.compute_seconds - before >= 600
 
 
 def test_the_cells_carry_a_run_to_a_machine_without_its_cache(stand_ins, monkeypatch):
@@ -120,6 +133,7 @@ def test_the_cells_carry_a_run_to_a_machine_without_its_cache(stand_ins, monkeyp
     out, recipe = stand_ins / "results", {"data": "digits", "steps": 2, "minutes": None, "batch_size": 8}
     first = Lab("t", out, stand_ins / "cache-a", quick=True)
     m = first.trained("m", **recipe)
+    assert m.train["steps"] == 2 and m.train["elapsed_s"] > 0
     path = first.samples(m, 8, sampler="ddim", steps=2)
     score, images = first.score(path, m.data, ("fid",)), first.load(path)["x"]
     calls = []

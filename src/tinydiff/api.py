@@ -185,22 +185,26 @@ def distill(
     minutes: float | None = 10.0,
     train_steps: int | None = None,
     guidance: float = 0.0,
+    consistency: bool = False,
     progress: bool = True,
     **options,
 ) -> Path:
     """Progressive distillation (Salimans & Ho 2022; training/distill.py): rounds that halve the DDIM
     steps from ``from_steps`` down to ``steps``, each a training run of ``minutes`` (or ``train_steps``) in OUT/steps-N
     whose student starts from, and learns from, the round before (the first: ``teacher``, guided
-    with weight ``guidance``). The teacher's recorded training options carry over; ``options``
-    override them (e.g. lr, batch_size). A cut run continues where it stopped. Returns the last
-    student's checkpoint, which records how it samples (``sample(student)`` needs no options)."""
+    with weight ``guidance``). With ``consistency``, consistency distillation instead
+    (training/consistency.py): one run in OUT/consistency across the teacher's DDIM steps of
+    T / ``from_steps`` timesteps, its student sampling in ``steps``. The teacher's recorded training
+    options carry over; ``options`` override them (e.g. lr, batch_size). A cut run continues where it
+    stopped. Returns the last student's checkpoint, which records how it samples (``sample(student)``
+    needs no options)."""
     import dataclasses
 
     from .checkpoint import list_checkpoints
     from .training import Trainer
 
     powers = [s for s in (steps, from_steps) if type(s) is not int or s < 1 or s & (s - 1)]
-    if powers or steps >= from_steps:
+    if not consistency and (powers or steps >= from_steps):
         raise TinydiffError(
             f"distillation halves the steps: powers of two with steps < from_steps, got {steps} and {from_steps}"
         )
@@ -209,7 +213,14 @@ def distill(
     base = {k: v for k, v in recorded.items() if k in fields}
     base.update(lr=2e-4, warmup=50, lr_schedule="linear", steps=train_steps or 10**8, minutes=minutes)
     base.update(sample_grid=0, ckpt_every=250, clip_aware_loss=False)
-    base.update(init=None, teacher=None, student_steps=None, teacher_guidance=0.0, **options)
+    base.update(init=None, teacher=None, student_steps=None, consistency_steps=None, teacher_guidance=0.0, **options)
+    if consistency:
+        run = Path(out) / "consistency"
+        roles = dict(init=str(teacher), teacher=str(teacher), student_steps=steps, consistency_steps=from_steps)
+        config = TrainConfig(**{**base, **roles, "out": str(run), "teacher_guidance": guidance})
+        if progress:
+            print(f"consistency distillation of {teacher} across {from_steps} DDIM steps: {run}", file=sys.stderr)
+        return Trainer(config, resume=bool(list_checkpoints(run))).run(progress=progress)
     previous, ckpt, student = str(teacher), None, from_steps // 2
     while student >= steps:
         run = Path(out) / f"steps-{student}"

@@ -222,14 +222,22 @@ class TrainConfig:
     )
     teacher: str | None = option(
         None,
-        "progressive distillation (Salimans & Ho 2022): learn in one DDIM step what this checkpoint does in two; "
-        "needs --student-steps (tinydiff distill runs the rounds)",
+        "distil this checkpoint: progressive distillation (Salimans & Ho 2022) learns in one DDIM step what it does "
+        "in two; needs --student-steps (tinydiff distill runs the rounds)",
         _or_none(_text),
         "a checkpoint",
     )
     student_steps: int | None = option(
         None,
-        "with --teacher: the student's DDIM steps N (the teacher takes 2N)",
+        "with --teacher: the student's DDIM steps N (the teacher takes 2N); with --consistency-steps, the steps "
+        "it samples in",
+        _or_none(_count(1)),
+        "an integer >= 1",
+    )
+    consistency_steps: int | None = option(
+        None,
+        "with --teacher: consistency distillation (Song et al. 2023) across the teacher's DDIM steps of T / this "
+        "many timesteps, instead of progressive distillation; the student samples in --student-steps",
         _or_none(_count(1)),
         "an integer >= 1",
     )
@@ -354,6 +362,8 @@ def validate(config: TrainConfig) -> None:
         )
     if (config.teacher is None) != (config.student_steps is None):
         raise TinydiffError("--teacher and --student-steps go together (progressive distillation)")
+    if config.consistency_steps and not config.teacher:
+        raise TinydiffError("--consistency-steps needs --teacher (consistency distillation)")
     if config.teacher and config.self_condition:
         raise TinydiffError("--teacher: a self-conditioned student cannot be distilled")
     if config.teacher and config.clip_aware_loss:  # its one step stands for two clipped ones: x0 may pass +-1

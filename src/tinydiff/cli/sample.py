@@ -140,7 +140,10 @@ def add_parser(sub, common) -> None:
         "with tinydiff (pretrained:mnist)",
     )
     p.add_argument(
-        "--sampler", default=None, help="ddpm, ddim, pndm, heun or dpm++2m (default: the checkpoint's own, else ddim)"
+        "--sampler",
+        default=None,
+        help="ddpm, ddim, pndm, heun or dpm++2m; consistency for a consistency-distilled model "
+        "(default: the checkpoint's own, else ddim)",
     )
     p.add_argument(
         "--steps",

@@ -167,6 +167,8 @@ class Lab:
         finally:
             self._depth -= 1
         seconds = time.perf_counter() - began
+        if isinstance(value, dict) and value.get("elapsed_s"):  # a resumed training: its earlier calls too
+            seconds = max(seconds, value["elapsed_s"])
         self.compute_seconds += seconds if self._depth == 0 else 0.0
         record = json.dumps({"key": key, "value": value, "seconds": seconds}, indent=1, default=str).encode()
         atomic_write(path, lambda f: f.write(record))
@@ -221,7 +223,8 @@ class Lab:
                 train(options["data"], str(run), resume=(run / "latest").exists(), progress=False, **settings)
                 steps = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
                 last = next((r for r in reversed(steps) if "step" in r), {})
-                summary = {"steps": last.get("step"), "images_per_s": last.get("images_per_s")}
+                summary = {k: last.get(k) for k in ("step", "images_per_s", "elapsed_s")}  # elapsed: every call's
+                summary["steps"] = summary.pop("step")
                 summary["minutes_this_call"] = round((time.perf_counter() - started) / 60, 2)
                 atomic_write(done, lambda f: f.write(json.dumps(summary).encode()))
             parameters = sum(p.numel() for p in load(run, device="cpu").net.parameters())
@@ -431,6 +434,9 @@ class Lab:
         minutes = round((time.perf_counter() - self.started) / 60, 2)
         scale = {"n": self.n, "budget_minutes": self.budget_minutes, "quick": self.quick, "seed": self.seed}
         machine = {"cpu": _cpu(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+        previous = self.out / f"{self.name}.json"
+        if self.cached_only and previous.exists():  # computing nothing: the machine that computed stands
+            machine = json.loads(previous.read_text()).get("machine", machine)
         data = {
             "experiment": self.name,
             "title": report.title,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..schedule import NoiseSchedule
-from . import ddim, ddpm, dpm_solver, heun, pndm
+from . import consistency, ddim, ddpm, dpm_solver, heun, pndm
 
 
 @dataclass(frozen=True)
@@ -43,12 +43,15 @@ SAMPLERS = {
     "heun": Sampler(heun.sample, spacing="logsnr", sigma_max=80.0, per_step=2),
     "dpm++2m": Sampler(dpm_solver.sample, spacing="trailing"),  # see samplers/dpm_solver.py
 }
+# for consistency-distilled students only (training/consistency.py): not a sampler of diffusion models
+STUDENT_SAMPLERS = {"consistency": Sampler(consistency.sample, spacing="trailing", steps=4)}
 
 
 def get_sampler(name: str) -> Sampler:
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
-    return SAMPLERS[name]
+    every = {**SAMPLERS, **STUDENT_SAMPLERS}
+    if name not in every:
+        raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(every)}")
+    return every[name]
 
 
 def timesteps(name: str, schedule: NoiseSchedule, steps: int | None = None, spacing: str | None = None) -> list[int]:

@@ -43,12 +43,9 @@ class Distillation:
     """The student's per-example loss for one round: N student steps taught by a 2N-step teacher."""
 
     def __init__(self, teacher: str, student_steps: int, guidance: float, schedule: NoiseSchedule, device):
-        from ..model import load
         from ..samplers import timesteps
 
-        self.teacher = load(teacher, device=device)
-        if self.teacher.schedule.betas.tolist() != schedule.betas.tolist():
-            raise TinydiffError("the student must use the teacher's noise schedule (--schedule, --timesteps)")
+        self.teacher = TeacherStep(teacher, guidance, schedule, device)
         grid = timesteps("ddim", schedule, 2 * student_steps, "trailing")
         if grid[::2] != timesteps("ddim", schedule, student_steps, "trailing"):
             raise TinydiffError(
@@ -56,7 +53,7 @@ class Distillation:
                 f"T = {schedule.num_timesteps}; use a power of two"
             )
         self.grid = torch.tensor([*grid, -1])
-        self.steps, self.guidance, self.schedule = student_steps, guidance, schedule
+        self.steps, self.schedule = student_steps, schedule
 
     def sampling(self) -> dict:
         """How the student samples (recorded in its checkpoints; ``tinydiff sample`` uses it)."""
@@ -69,7 +66,7 @@ class Distillation:
         a0 = broadcast(self.schedule.alpha_bar_at(t0), x0).to(x0.dtype)
         z = a0.sqrt() * x0 + (1 - a0).sqrt() * noise  # DDPM eq. 4
         with torch.no_grad():
-            z2 = self._teacher_step(self._teacher_step(z, t0, t1, labels), t1, t2, labels)
+            z2 = self.teacher(self.teacher(z, t0, t1, labels), t1, t2, labels)
             a2 = broadcast(self.schedule.alpha_bar_at(t2), x0).to(x0.dtype)
             ratio = ((1 - a2) / (1 - a0)).sqrt()  # sigma'' / sigma_t
             target = (z2 - ratio * z) / (a2.sqrt() - ratio * a0.sqrt())  # Alg. 2: x~
@@ -79,9 +76,22 @@ class Distillation:
         beyond = ((target <= -1) & (predicted < -1)) | ((target >= 1) & (predicted > 1))  # the clip's to mend
         return weight * (predicted - target).masked_fill(beyond, 0.0).pow(2).flatten(1).mean(1)
 
-    def _teacher_step(self, z: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor, labels) -> torch.Tensor:
-        """One deterministic DDIM step of the teacher from t to t_prev (eq. 12, eta = 0), x0 clipped."""
-        model = self.teacher
+
+class TeacherStep:
+    """One deterministic DDIM step of a teacher from t to t_prev (eq. 12, eta = 0, x0 clipped as the
+    sampler clips it), guided with weight w when given labels; t_prev = -1 gives its clean x0."""
+
+    def __init__(self, teacher: str, guidance: float, schedule: NoiseSchedule, device):
+        from ..model import load
+
+        self.model = load(teacher, device=device)
+        if self.model.schedule.betas.tolist() != schedule.betas.tolist():
+            raise TinydiffError("the student must use the teacher's noise schedule (--schedule, --timesteps)")
+        self.guidance, self.schedule = guidance, schedule
+
+    @torch.no_grad()
+    def __call__(self, z: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor, labels) -> torch.Tensor:
+        model = self.model
         if labels is None:
             denoise = as_denoiser(model.net, self.schedule, model.prediction)
         else:

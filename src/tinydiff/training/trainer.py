@@ -40,6 +40,7 @@ from ..objectives import diffusion_loss, drop_labels, sample_timesteps
 from ..schedule import NoiseSchedule
 from ..text import ENCODERS
 from . import board, distributed
+from .consistency import ConsistencyDistillation
 from .distill import Distillation
 from .ema import EMA
 
@@ -158,10 +159,16 @@ class Trainer:
             "train": dataclasses.asdict(config),
         }
         self.distillation = None
-        if config.teacher:  # progressive distillation: the loss is the teacher's, not diffusion's
+        if config.consistency_steps:  # consistency distillation: the loss is the teacher's, not diffusion's
+            self.distillation = ConsistencyDistillation(
+                config.teacher, config.student_steps, config.consistency_steps, config.teacher_guidance,
+                self.schedule, self.device,
+            )  # fmt: skip
+        elif config.teacher:  # progressive distillation: likewise
             self.distillation = Distillation(
                 config.teacher, config.student_steps, config.teacher_guidance, self.schedule, self.device
             )
+        if self.distillation:  # the student records how it samples: sample(student) needs no options
             self.model_config["sampling"] = self.distillation.sampling()
         torch.manual_seed(config.seed)
         self.net = build_net(self.model_config["net"]).to(self.device)
