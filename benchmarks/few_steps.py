@@ -5,13 +5,15 @@ Every row: n samples with labels in the training data's proportions, scored agai
 set (the students and the teacher's DPM-Solver++ over --draws disjoint draws: mean and spread; the
 other rows one draw), the real-vs-real floor beside, and the wall time of drawing the n images of
 one draw on this machine (Inception on a 2-core CPU scores 7-20 images/s: every draw of 2,048 costs
-minutes). The teacher samples with DDIM (eta 0), with
-DPM-Solver++(2M) (eta 0) and with its SDE variant (eta 3); the students with what their checkpoint
-records (DDIM over the trailing timesteps they were trained for). Cached under runs/reproduce like
-`tinydiff reproduce`: a cut run continues. Prints a table, writes benchmarks/results/few_steps.json.
+minutes). The teacher samples with DDIM (eta 0), with DPM-Solver++(2M) (eta 0) and with its SDE
+variant (eta 3); the students with what their checkpoint records (DDIM over the trailing timesteps
+they were trained for; a consistency student with its own sampler at each number of evaluations
+asked). Cached under runs/reproduce like `tinydiff reproduce`: a cut run continues. Prints a table,
+writes benchmarks/results/few_steps.json.
 
-    .venv/bin/python benchmarks/few_steps.py --students runs/distill-mnist [--teacher pretrained:mnist]
-        [--evaluations 1 2 4] [--teacher-samplers dpm++2m ddim "dpm++2m, eta 3"] [--n 2048] [--draws 3] [--quick]
+    .venv/bin/python benchmarks/few_steps.py [--students runs/distill-mnist] [--consistency runs/cd]
+        [--teacher pretrained:mnist] [--evaluations 1 2 4] [--teacher-samplers dpm++2m ddim "dpm++2m, eta 3"]
+        [--n 2048] [--draws 3] [--quick]
 
 --quick: n = 64, one draw: a check that it runs, not a result.
 """
@@ -37,7 +39,8 @@ TEACHER_SAMPLERS = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--students", required=True, help="a distill --out folder (steps-N inside)")
+    parser.add_argument("--students", help="a distill --out folder (steps-N inside)")
+    parser.add_argument("--consistency", help="a distill --consistency --out folder: its student at every evaluation")
     parser.add_argument("--teacher", default="pretrained:mnist")
     parser.add_argument("--evaluations", nargs="+", type=int, default=[1, 2, 4])
     names = [name for name, _, _ in TEACHER_SAMPLERS]
@@ -45,6 +48,8 @@ def main() -> None:
     parser.add_argument("--reference-steps", type=int, default=20, help="also the teacher at this many (dpm++2m)")
     scoring_options(parser)
     args = parser.parse_args()
+    if not (args.students or args.consistency):
+        parser.error("give --students, --consistency or both")
     if args.quick:
         args.n, args.draws = 64, 1
     out, cache = lab_folder(args), Path(args.cache)
@@ -68,9 +73,13 @@ def main() -> None:
 
     rows = []
     for k in sorted(args.evaluations, reverse=True):
-        student = Path(args.students) / f"steps-{k}"
-        if student.exists():
+        student = Path(args.students or "") / f"steps-{k}"
+        if args.students and student.exists():
             rows.append(row(f"student ({student})", str(student), k, {}, args.draws))
+            print(json.dumps(rows[-1]), flush=True)
+        if args.consistency:  # one student, any number of steps
+            student = Path(args.consistency) / "consistency"
+            rows.append(row(f"consistency student ({student})", str(student), k, {"steps": k}, args.draws))
             print(json.dumps(rows[-1]), flush=True)
         for i, (name, sampling, at) in enumerate(TEACHER_SAMPLERS):
             if name in args.teacher_samplers and (at is None or k in at):

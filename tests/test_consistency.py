@@ -94,6 +94,9 @@ def test_a_consistency_student_becomes_more_self_consistent_and_samples_in_its_s
     with model.count_evaluations() as count:
         images = tinydiff.sample(model, 8, labels=labels[:8])  # the recorded recipe: consistency, 2 steps
     assert count["images"] == 2 * 8 and images.min() >= -1 and images.max() <= 1
+    seen = []  # another number of steps keeps the recorded spacing: one step starts at T - 1
+    tinydiff.sample(model, 8, labels=labels[:8], steps=1, callback=lambda i, t, x, x0: seen.append(t))
+    assert seen == [model.schedule.num_timesteps - 1]
     # the command line: a run of a few seconds, sampled with no options
     args = ["distill", "--consistency", "--ckpt", str(teacher / "teacher"), "--steps", "1", "--from-steps", "8"]
     assert main([*args, "--minutes", "0.02", "--out", str(teacher / "cli"), "--quiet"]) == 0

@@ -69,7 +69,8 @@ def sample(
     """Draw n images [n, C, H, W] in [-1, 1].
 
     ``sampler`` None: the one the checkpoint records (a distilled student samples with DDIM over the
-    steps it was trained for), else ddim; its steps and spacing too, unless given.
+    steps it was trained for, a consistency student with its own sampler), else ddim; its steps and
+    spacing too, unless given.
 
     The sampler steps along ``timesteps`` (a decreasing sequence of integer timesteps) if given,
     else along the sampler's default trajectory of ``steps`` timesteps spaced by ``spacing``
@@ -99,8 +100,8 @@ def sample(
     recipe = sampling_recipe(model)
     if sampler is None or sampler == recipe["sampler"]:
         sampler = recipe["sampler"]
-        if timesteps is None and steps is None:
-            steps, spacing = recipe.get("steps"), spacing or recipe.get("spacing")
+        if timesteps is None:  # a student's own trajectory, at the steps asked if any
+            steps, spacing = steps or recipe.get("steps"), spacing or recipe.get("spacing")
         options = {**recipe.get("options", {}), **options}  # e.g. a student's clip_x0=False
     sample_fn = get_sampler(sampler).sample
     takes = inspect.signature(sample_fn).parameters
