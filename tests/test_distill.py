@@ -3,7 +3,6 @@ matches its teacher's two steps with one, and the command that runs the rounds."
 
 import functools
 
-import numpy as np
 import pytest
 import torch
 from helpers import digit_like_images
@@ -13,21 +12,7 @@ from tinydiff.cli import main
 from tinydiff.errors import TinydiffError
 from tinydiff.samplers import timesteps
 from tinydiff.schedule import NoiseSchedule, broadcast
-from tinydiff.training import TrainConfig, Trainer
 from tinydiff.training.distill import Distillation
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    """A small model of 8x8 digits, trained enough to have a trajectory worth distilling."""
-    root = tmp_path_factory.mktemp("distill")
-    np.savez(root / "digits.npz", x=digit_like_images(256), y=np.arange(256) % 4)
-    config = TrainConfig(
-        data=str(root / "digits.npz"), out=str(root / "teacher"), steps=80, batch_size=32, sample_grid=0,
-        conditional=True, channels=16, ckpt_every=80, seed=1,
-    )  # fmt: skip
-    Trainer(config).run(progress=False)
-    return root
 
 
 def test_one_student_step_to_the_target_lands_where_two_teacher_steps_do(teacher):

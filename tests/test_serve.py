@@ -106,6 +106,16 @@ def test_bad_requests_get_one_line_and_400(server):
     connection.close()
 
 
+def test_a_distilled_student_is_served_with_the_sampler_and_steps_it_records():
+    playground = Playground("pretrained:mnist-2step")
+    info = playground.info()
+    assert info["defaults"] == {"sampler": "ddim", "steps": 2} and info["samplers"][0] == "ddim"
+    answer = playground.handle("sample", {"class": 7, "n": 16})  # no sampler options: the student's own
+    assert answer["nfe"] == 2
+    assert (classify(cells(answer["image"], 16, nrow=4)) == 7).float().mean() >= 0.7  # the shipped models' bar
+    assert Playground("pretrained:mnist").info()["defaults"] == {"sampler": "dpm++2m", "steps": 20}
+
+
 def test_a_text_model_takes_prompts(tmp_path):
     from tinydiff.training import TrainConfig, Trainer
 

@@ -238,8 +238,8 @@ class TrainConfig:
         None,
         "with --teacher: consistency distillation (Song et al. 2023) across the teacher's DDIM steps of T / this "
         "many timesteps, instead of progressive distillation; the student samples in --student-steps",
-        _or_none(_count(1)),
-        "an integer >= 1",
+        _or_none(_count(2)),
+        "an integer >= 2",
     )
     teacher_guidance: float = option(
         0.0,
@@ -361,9 +361,11 @@ def validate(config: TrainConfig) -> None:
             f"--batch-size must be a multiple of --accumulate, got {config.batch_size} and {config.accumulate}"
         )
     if (config.teacher is None) != (config.student_steps is None):
-        raise TinydiffError("--teacher and --student-steps go together (progressive distillation)")
+        raise TinydiffError("--teacher and --student-steps go together (distillation)")
     if config.consistency_steps and not config.teacher:
         raise TinydiffError("--consistency-steps needs --teacher (consistency distillation)")
+    if config.consistency_steps and config.prediction == "eps":  # x0 = (x_t - sqrt(1 - a) eps) / sqrt(a), a ~ 0
+        raise TinydiffError("--consistency-steps needs --prediction v or x0: from eps, x0 at t = T - 1 is ill-posed")
     if config.teacher and config.self_condition:
         raise TinydiffError("--teacher: a self-conditioned student cannot be distilled")
     if config.teacher and config.clip_aware_loss:  # its one step stands for two clipped ones: x0 may pass +-1

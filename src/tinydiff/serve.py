@@ -66,6 +66,9 @@ class Playground:
         self.model = load(ckpt, device=device)
         self.name = ckpt or "pretrained:mnist"
         self.lock = threading.Lock()
+        own = self.model.config.get("sampling") or {"sampler": "dpm++2m", "steps": 20}  # a distilled student's own
+        self.defaults = {"sampler": own["sampler"], "steps": own["steps"]}
+        self.samplers = tuple(dict.fromkeys([self.defaults["sampler"], *SAMPLERS]))
 
     def info(self) -> dict:
         return {
@@ -74,7 +77,8 @@ class Playground:
             "classes": self.model.num_classes or 0,
             "text": bool(self.model.text_encoder),
             "timesteps": self.model.schedule.num_timesteps,
-            "samplers": SAMPLERS,
+            "samplers": self.samplers,
+            "defaults": self.defaults,
             "limits": LIMITS,
         }
 
@@ -95,9 +99,9 @@ class Playground:
     # -- the four pages ----------------------------------------------------------------------------
     def _sampling(self, request: dict, n_max: int) -> dict:
         n = _integer(request, "n", 16, 1, n_max)
-        sampler = request.get("sampler", "dpm++2m")
-        if sampler not in SAMPLERS:
-            raise TinydiffError(f"sampler must be one of {', '.join(SAMPLERS)}")
+        sampler = request.get("sampler", self.defaults["sampler"])
+        if sampler not in self.samplers:
+            raise TinydiffError(f"sampler must be one of {', '.join(self.samplers)}")
         options = {"eta": _number(request, "eta", 0.0, 0.0, 10.0)} if sampler in ("ddim", "dpm++2m") else {}
         if sampler == "ddim":
             options["eta"] = min(options["eta"], 1.0)
@@ -112,7 +116,7 @@ class Playground:
         prompts = self._prompts(request)
         conditional = labels is not None or prompts is not None
         guidance = _number(request, "guidance", 0.0, 0.0, LIMITS["guidance"]) if conditional else 0.0
-        steps = _integer(request, "steps", 20, 1, LIMITS["steps"])
+        steps = _integer(request, "steps", self.defaults["steps"], 1, LIMITS["steps"])
         seed = _integer(request, "seed", 0, 0, 2**31 - 1)
         return dict(n=n, sampler=sampler, steps=steps, seed=seed, labels=labels, prompts=prompts, guidance=guidance,
                     **options)  # fmt: skip

@@ -31,7 +31,11 @@ def add_parser(sub, common) -> None:
         help="consistency distillation instead: one run of --minutes across the teacher's DDIM steps of "
         "T / --from-steps timesteps; the student samples in --steps (any number)",
     )
-    p.add_argument("--out", required=True, help="folder: a run per round (steps-N), the last one the student")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="folder: a run per round (steps-N), the last one the student; with --consistency one run (consistency)",
+    )
     device_option(p)
     p.set_defaults(func=run)
 

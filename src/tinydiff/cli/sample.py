@@ -149,8 +149,9 @@ def add_parser(sub, common) -> None:
         "--steps",
         type=COUNT,
         default=None,
-        help="trajectory length S (default: ddpm T, others 50); network evaluations: S for ddpm, "
-        "ddim and dpm++2m, S + 1 for pndm, 2 S - 1 for heun",
+        help="trajectory length S (default: the checkpoint's own for a distilled model, else ddpm T, "
+        "consistency 4, others 50); network evaluations: S for ddpm, ddim, dpm++2m and consistency, "
+        "S + 1 for pndm, 2 S - 1 for heun",
     )
     sampler_options(p)
     p.add_argument("--n", type=COUNT, default=64, help="number of images")

@@ -7,15 +7,16 @@ The trajectory. The teacher's ODE solver is one deterministic DDIM step (eq. 12,
 of a fixed gap: T / N timesteps for a teacher discretised into N steps. One training example:
 x0 from the data, t drawn like any training timestep, t' = t - gap (-1, clean data, where that falls
 below 0), x_t = alpha_t x0 + sigma_t eps (DDPM eq. 4), x^_t' the teacher's step from x_t. The
-student's output at t should equal its own output at t' (the consistency property, eq. 3):
-    loss = d(f(x_t, t), stopgrad f(x^_t', t'))                               (Alg. 2, eq. 8)
+student's output at t should equal its own output at t' (self-consistency, their Sec. 3):
+    loss = d(f(x_t, t), stopgrad f(x^_t', t'))                               (Alg. 2, eq. 7)
 with the boundary condition f(x, -1) = x: at the last gap the target is the teacher's clean x0.
 f is the network's x0 prediction, clipped to [-1, 1] in the target as the sampler clips it; the
 student itself may pass a bound its target sits on (as in progressive distillation, training/distill.py).
 
 Two choices follow Song & Dhariwal 2023 ("Improved Techniques for Training Consistency Models"):
-the target network is the student itself without gradients (their Sec. 3.2: EMA decay 0 for the
-target; the run's EMA weights are still what ships), and d is the pseudo-Huber distance
+the target network is the student itself without gradients (EMA decay mu = 0 for the target, as
+their Sec. 3.2 argues; Consistency Models' Theorem 1 holds for any mu; the run's EMA weights are
+still what ships), computed without dropout, and d is the pseudo-Huber distance
     d(x, y) = sqrt(||x - y||^2 + c^2) - c,  c = 0.00054 sqrt(dim)           (their Sec. 3.3)
 which behaves like L2 for small errors and L1 for large ones (LPIPS, the paper's first choice,
 needs ImageNet weights this project does not fetch).
@@ -39,7 +40,7 @@ class ConsistencyDistillation:
         self, teacher: str, student_steps: int, teacher_steps: int, guidance: float, schedule: NoiseSchedule, device
     ):
         self.teacher = TeacherStep(teacher, guidance, schedule, device)
-        self.gap = max(1, round(schedule.num_timesteps / teacher_steps))
+        self.gap = max(1, schedule.num_timesteps // teacher_steps)
         self.steps, self.schedule = student_steps, schedule
 
     def sampling(self) -> dict:
@@ -52,11 +53,14 @@ class ConsistencyDistillation:
         a = broadcast(self.schedule.alpha_bar_at(t), x0).to(x0.dtype)
         z = a.sqrt() * x0 + (1 - a).sqrt() * noise  # DDPM eq. 4
         student = as_denoiser(net, self.schedule, prediction, labels)
+        training = net.training
+        net.eval()  # the target without dropout: the network itself, not a noisy copy of it
         with torch.no_grad():
             z_prev = self.teacher(z, t, t_prev, labels)  # at t_prev = -1: the teacher's clean x0
             _, target = student(z_prev, t_prev.clamp(min=0))
             clean = (t_prev < 0).to(x0.device).view(-1, *[1] * (x0.ndim - 1))
             target = torch.where(clean, z_prev, target.clamp(-1, 1)).float()  # the boundary f(x, -1) = x
+        net.train(training)
         predicted = student(z, t)[1].float()
         beyond = ((target <= -1) & (predicted < -1)) | ((target >= 1) & (predicted > 1))  # the clip's to mend
         squared = (predicted - target).masked_fill(beyond, 0.0).pow(2).flatten(1).sum(1)
