@@ -73,8 +73,7 @@ def main() -> None:
 
     rows = []
     for k in sorted(args.evaluations, reverse=True):
-        student = Path(args.students or "") / f"steps-{k}"
-        if args.students and student.exists():
+        if args.students and (student := Path(args.students) / f"steps-{k}").exists():
             rows.append(row(f"student ({student})", str(student), k, {}, args.draws))
             print(json.dumps(rows[-1]), flush=True)
         if args.consistency:  # one student, any number of steps

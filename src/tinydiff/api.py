@@ -205,7 +205,7 @@ def distill(
     from .training import Trainer
 
     powers = [s for s in (steps, from_steps) if type(s) is not int or s < 1 or s & (s - 1)]
-    if not consistency and (powers or steps >= from_steps):
+    if not consistency and (powers or steps >= from_steps):  # a consistency student takes any steps
         raise TinydiffError(
             f"distillation halves the steps: powers of two with steps < from_steps, got {steps} and {from_steps}"
         )

@@ -223,8 +223,8 @@ class Lab:
                 train(options["data"], str(run), resume=(run / "latest").exists(), progress=False, **settings)
                 steps = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
                 last = next((r for r in reversed(steps) if "step" in r), {})
-                summary = {k: last.get(k) for k in ("step", "images_per_s", "elapsed_s")}  # elapsed: every call's
-                summary["steps"] = summary.pop("step")
+                summary = {"steps": last.get("step"), "images_per_s": last.get("images_per_s")}
+                summary["elapsed_s"] = last.get("elapsed_s")  # every call's, a resumed run's earlier ones too
                 summary["minutes_this_call"] = round((time.perf_counter() - started) / 60, 2)
                 atomic_write(done, lambda f: f.write(json.dumps(summary).encode()))
             parameters = sum(p.numel() for p in load(run, device="cpu").net.parameters())
