@@ -1,5 +1,6 @@
 """FID against training minutes: how good a model is after 5, 10, 20, 40 or 60 minutes of this
-machine, for tinydiff's default recipe and for diffusers' UNet2DModel trained in the same loop.
+machine, for tinydiff's default recipe (unconditional, and class-conditional as `make demo` trains)
+and for diffusers' UNet2DModel trained in the same loop.
 
 Each (data, recipe, budget) is its own run of that many minutes (the learning-rate schedule follows
 the run's own budget), sampled like the shipped models (DPM-Solver++(2M), 20 steps, eta 3) and
@@ -10,11 +11,12 @@ computed twice, on this machine or another. Prints a table, writes
 benchmarks/results/time_to_quality.json and draws docs/time-to-quality.png.
 
     .venv/bin/python benchmarks/time_to_quality.py [--data mnist fashion-mnist] [--minutes 5 10 20 40 60]
-        [--recipes tinydiff diffusers] [--n 2048] [--draws 3] [--quick]
+        [--recipes tinydiff conditional diffusers] [--n 2048] [--draws 3] [--quick]
 
---recipes constant-lr: the default recipe with a constant learning rate (a lever, not run by default);
-lucidrains: lucidrains' denoising-diffusion-pytorch as a replication of DDPM set it up (lucidrains.py;
-installed beside the project, not a dependency).
+The conditional recipe is sampled with labels in the data's proportions. Not run by default:
+--recipes constant-lr, the default recipe with a constant learning rate (a lever); lucidrains,
+lucidrains' denoising-diffusion-pytorch as a replication of DDPM set it up (lucidrains.py; installed
+beside the project, not a dependency).
 
 --quick: 8x8 digits, budgets of a few seconds, n = 64, one draw: a check that it runs, not a result.
 """
@@ -30,7 +32,8 @@ from tables import lab_folder, over_draws, print_table, scoring_options, write_j
 from tinydiff.experiments.lab import Lab
 
 RECIPES = {
-    "tinydiff": {"amp": True},  # today's defaults with bf16 autocast, as `make demo` trains
+    "tinydiff": {"amp": True},  # today's defaults with bf16 autocast
+    "conditional": {"amp": True, "conditional": True},  # the same with class labels, as `make demo` trains
     "constant-lr": {"amp": True, "lr_schedule": "constant"},  # the same without the learning rate's decay
     "diffusers": {
         "amp": True,
@@ -48,7 +51,8 @@ SAMPLING = {"sampler": "dpm++2m", "steps": 20, "eta": 3.0}
 def ours(labs: list[Lab], data: str, recipe: str, minutes: float, n: int) -> tuple[dict, list[Path]]:
     """A tinydiff recipe trained for ``minutes`` and its samples, one file per draw."""
     m = labs[0].trained(f"ttq-{data}-{recipe}", data=data, minutes=minutes, **RECIPES[recipe])
-    return m.train, [lab.samples(m, n, classes=None, **SAMPLING) for lab in labs]
+    classes = "data" if RECIPES[recipe].get("conditional") else None  # labels in the data's proportions
+    return m.train, [lab.samples(m, n, classes=classes, **SAMPLING) for lab in labs]
 
 
 def peer(labs: list[Lab], data: str, recipe: str, minutes: float, n: int) -> tuple[dict, list[Path]]:
@@ -71,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", default=["mnist", "fashion-mnist"])
     parser.add_argument("--minutes", nargs="+", type=float, default=[5, 10, 20, 40, 60])
-    parser.add_argument("--recipes", nargs="+", default=["tinydiff", "diffusers"], choices=list(RECIPES))
+    parser.add_argument("--recipes", nargs="+", default=["tinydiff", "conditional", "diffusers"], choices=list(RECIPES))
     scoring_options(parser)
     args = parser.parse_args()
     if args.quick:

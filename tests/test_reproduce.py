@@ -122,7 +122,7 @@ def test_a_cut_sampling_run_resumes_at_its_next_chunk_with_the_same_images(stand
         Lab("t", stand_ins / "out", stand_ins / "cache-a", cached_only=True).cell("k", {"a": 2}, lambda: {})
     # a training resumed by this call counts the seconds of every call (its log's elapsed_s)
     before = lab.compute_seconds
-    lab.cell("models", {"run": "r"}, lambda: {"steps": 2, "elapsed_s": 600.0})
+    lab.cell("models", {"run": "r"}, lambda: {"steps": 2, "elapsed_s": 600.0}, spent=lambda v: v["elapsed_s"])
     assert lab.compute_seconds - before >= 600
 
 

@@ -146,9 +146,12 @@ class Lab:
         return quick if self.quick else full
 
     # -- cells ---------------------------------------------------------------------------------
-    def cell(self, kind: str, key: dict, compute: Callable[[], dict], *, valid: bool = True) -> dict:
+    def cell(
+        self, kind: str, key: dict, compute: Callable[[], dict], *, valid: bool = True, spent=lambda value: 0.0
+    ) -> dict:
         """The record for (kind, key): read from the cache, or computed and stored. ``valid=False``:
-        a record is there but what it stands for is not (a deleted file): compute it again."""
+        a record is there but what it stands for is not (a deleted file): compute it again.
+        ``spent(value)``: seconds the value took before this call (a resumed training's earlier calls)."""
         folder = self.cache / "cells" if kind in LOCAL else self.cells
         path = folder / kind / f"{_slug(key)}.json"
         if path.exists() and valid:
@@ -166,9 +169,7 @@ class Lab:
             value = compute()
         finally:
             self._depth -= 1
-        seconds = time.perf_counter() - began
-        if isinstance(value, dict) and value.get("elapsed_s"):  # a resumed training: its earlier calls too
-            seconds = max(seconds, value["elapsed_s"])
+        seconds = max(time.perf_counter() - began, spent(value))
         self.compute_seconds += seconds if self._depth == 0 else 0.0
         record = json.dumps({"key": key, "value": value, "seconds": seconds}, indent=1, default=str).encode()
         atomic_write(path, lambda f: f.write(record))
@@ -237,7 +238,7 @@ class Lab:
                 fit()  # recorded in the cells, absent from this machine's cache: trained again
             return load(run, device=self.device)
 
-        summary = self.cell("models", {"run": run.name, **recipe}, fit)
+        summary = self.cell("models", {"run": run.name, **recipe}, fit, spent=lambda v: v.get("elapsed_s") or 0.0)
         return Model(run.name, None, options["data"], summary, make=make)
 
     # -- samples and scores ----------------------------------------------------------------------

@@ -52,16 +52,18 @@ class ConsistencyDistillation:
         t_prev = (t - self.gap).clamp(min=-1)
         a = broadcast(self.schedule.alpha_bar_at(t), x0).to(x0.dtype)
         z = a.sqrt() * x0 + (1 - a).sqrt() * noise  # DDPM eq. 4
-        student = as_denoiser(net, self.schedule, prediction, labels)
         training = net.training
         net.eval()  # the target without dropout: the network itself, not a noisy copy of it
         with torch.no_grad():
             z_prev = self.teacher(z, t, t_prev, labels)  # at t_prev = -1: the teacher's clean x0
-            _, target = student(z_prev, t_prev.clamp(min=0))
-            clean = (t_prev < 0).to(x0.device).view(-1, *[1] * (x0.ndim - 1))
-            target = torch.where(clean, z_prev, target.clamp(-1, 1)).float()  # the boundary f(x, -1) = x
+            target = z_prev.clone()  # the boundary f(x, -1) = x; the other rows are the student's
+            inner = (t_prev >= 0).to(x0.device)
+            if inner.any():
+                rows = as_denoiser(net, self.schedule, prediction, None if labels is None else labels[inner])
+                target[inner] = rows(z_prev[inner], t_prev[inner])[1].clamp(-1, 1)
+            target = target.float()
         net.train(training)
-        predicted = student(z, t)[1].float()
+        predicted = as_denoiser(net, self.schedule, prediction, labels)(z, t)[1].float()
         beyond = ((target <= -1) & (predicted < -1)) | ((target >= 1) & (predicted > 1))  # the clip's to mend
         squared = (predicted - target).masked_fill(beyond, 0.0).pow(2).flatten(1).sum(1)
         c = 0.00054 * math.sqrt(x0[0].numel())
