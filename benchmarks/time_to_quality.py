@@ -11,12 +11,15 @@ computed twice, on this machine or another. Prints a table, writes
 benchmarks/results/time_to_quality.json and draws docs/time-to-quality.png.
 
     .venv/bin/python benchmarks/time_to_quality.py [--data mnist fashion-mnist] [--minutes 5 10 20 40 60]
-        [--recipes tinydiff conditional diffusers] [--n 2048] [--draws 3] [--quick]
+        [--recipes tinydiff conditional diffusers] [--n 2048] [--draws 3] [--device cpu] [--quick]
 
 The conditional recipe is sampled with labels in the data's proportions. Not run by default:
 --recipes constant-lr, the default recipe with a constant learning rate (a lever); lucidrains,
 lucidrains' denoising-diffusion-pytorch as a replication of DDPM set it up (lucidrains.py; installed
 beside the project, not a dependency).
+
+--device cuda: train, sample and score on the GPU; its runs are kept apart from the CPU's (a minute
+buys other steps there) and its rows name it.
 
 --quick: 8x8 digits, budgets of a few seconds, n = 64, one draw: a check that it runs, not a result.
 """
@@ -27,6 +30,7 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
 from tables import lab_folder, over_draws, print_table, scoring_options, write_json
 
 from tinydiff.experiments.lab import Lab
@@ -76,22 +80,27 @@ def main() -> None:
     parser.add_argument("--data", nargs="+", default=["mnist", "fashion-mnist"])
     parser.add_argument("--minutes", nargs="+", type=float, default=[5, 10, 20, 40, 60])
     parser.add_argument("--recipes", nargs="+", default=["tinydiff", "conditional", "diffusers"], choices=list(RECIPES))
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     scoring_options(parser)
     args = parser.parse_args()
     if args.quick:
         args.data, args.minutes, args.n, args.draws = ["digits"], [0.05, 0.1], 64, 1
     root, out, cache = Path(__file__).parent, lab_folder(args), Path(args.cache)
+    device = "cpu" if args.device == "cpu" else torch.cuda.get_device_name(args.device)  # the rows' and plot's
     rows = []
     for data in args.data:
         for recipe in args.recipes:
             for minutes in args.minutes:
-                labs = [Lab("time-to-quality", out, cache, n=args.n, seed=d) for d in range(args.draws)]
+                labs = [
+                    Lab("time-to-quality", out, cache, n=args.n, seed=d, device=args.device) for d in range(args.draws)
+                ]
                 trained, paths = (peer if recipe == "lucidrains" else ours)(labs, data, recipe, minutes, args.n)
                 scores = [lab.score(path, f"{data}:train") for lab, path in zip(labs, paths)]
                 rows.append(
                     {
                         "data": data,
                         "recipe": recipe,
+                        "device": device,
                         "minutes": minutes,
                         "steps": trained.get("steps"),
                         "images_per_s": trained.get("images_per_s"),
@@ -112,7 +121,7 @@ def main() -> None:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """FID against minutes, one line per (data, recipe), each data's floor dashed."""
+    """FID against minutes, one line per (data, recipe, device), each data's floor dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,8 +130,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
     for data in dict.fromkeys(r["data"] for r in rows):
-        for recipe in dict.fromkeys(r["recipe"] for r in rows):
-            line = [r for r in rows if r["data"] == data and r["recipe"] == recipe]
+        for recipe, device in dict.fromkeys((r["recipe"], r.get("device", "cpu")) for r in rows):
+            line = [r for r in rows if (r["data"], r["recipe"], r.get("device", "cpu")) == (data, recipe, device)]
             if line:
                 ax.errorbar(
                     [r["minutes"] for r in line],
@@ -130,11 +139,12 @@ def plot(rows: list[dict], path: Path) -> None:
                     yerr=[r["fid_spread"] or 0 for r in line],
                     marker="o",
                     capsize=3,
-                    label=f"{data}, {recipe}",
+                    label=f"{data}, {recipe}" + ("" if device == "cpu" else f", {device}"),
                 )
         floor = next(r["fid_floor"] for r in rows if r["data"] == data)
         ax.axhline(floor, linestyle="--", linewidth=0.8, color="gray")
-    ax.set(xlabel="training minutes (2-core CPU)", ylabel=f"FID (n = {rows[0]['n']}, dashed: floor)", yscale="log")
+    ylabel = f"FID (n = {rows[0]['n']}, dashed: floor)"
+    ax.set(xlabel="training minutes (2-core CPU unless named)", ylabel=ylabel, yscale="log")
     for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
         axis(matplotlib.ticker.FormatStrFormatter("%g"))  # 6, 10, 20: not 6 x 10^0
     ax.legend(fontsize=8)

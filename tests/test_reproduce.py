@@ -151,6 +151,9 @@ def test_the_cells_carry_a_run_to_a_machine_without_its_cache(stand_ins, monkeyp
     path3 = third.samples(third.trained("m", **recipe), 8, sampler="ddim", steps=2)
     with pytest.raises(Pending):  # a report-only run never draws them
         third.load(path3)
+    # minutes buy other steps on an accelerator: its runs are its own, never the CPU's cells
+    with pytest.raises(Pending):
+        Lab("t", out, stand_ins / "cache-c", quick=True, cached_only=True, device="meta").trained("m", **recipe)
 
 
 def test_reproduce_refuses_an_unknown_experiment_and_a_bad_budget(stand_ins, capsys):

@@ -212,6 +212,7 @@ class Lab:
         options.setdefault("ckpt_every", 250)
         # keyed by every option the run will have, defaults included: a changed default trains anew
         recipe = {k: v for k, v in asdict(TrainConfig(**options)).items() if k != "out"}
+        recipe |= _accelerator(options.get("device", self.device))  # minutes buy other steps there
         run = self.cache / "models" / f"{label}-{_slug(recipe)}"
         done = run / "done.json"
 
@@ -220,7 +221,7 @@ class Lab:
             if not done.exists():
                 self.log(f"training {label} ({', '.join(f'{k}={v}' for k, v in sorted(options.items()))}) in {run}")
                 started = time.perf_counter()
-                settings = {k: v for k, v in options.items() if k != "data"}
+                settings = {"device": self.device, **{k: v for k, v in options.items() if k != "data"}}
                 train(options["data"], str(run), resume=(run / "latest").exists(), progress=False, **settings)
                 steps = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
                 last = next((r for r in reversed(steps) if "step" in r), {})
@@ -344,10 +345,11 @@ class Lab:
         def measure():
             sample(m.model, 2, steps=2, **{k: v for k, v in sampling.items() if k not in ("steps", "timesteps")})
             began = time.perf_counter()
-            sample(m.model, n, seed=self.seed, batch_size=n, labels=self.labels(m, n), **sampling)
+            sample(m.model, n, seed=self.seed, batch_size=n, labels=self.labels(m, n), **sampling).cpu()  # GPU: waits
             return {"seconds": time.perf_counter() - began}
 
-        key = {"model": m.ident, "n": n, "cpu": _cpu(), "threads": torch.get_num_threads(), **sampling}
+        machine = {"cpu": _cpu(), "threads": torch.get_num_threads(), **_accelerator(self.device)}
+        key = {"model": m.ident, "n": n, **machine, **sampling}
         return self.cell("timing", key, measure)["seconds"]
 
     def sampling_record(self, path: Path) -> dict:
@@ -481,6 +483,17 @@ class Lab:
         atomic_write(path, lambda f: f.write(text.encode()))
         self.log(f"wrote {path} and {path.with_suffix('.json')} ({minutes} minutes)")
         return path
+
+
+def _accelerator(device: str) -> dict:
+    """{"accelerator": its name} for a GPU (or other accelerator) device, {} for the CPU: what keys
+    a timing or a run in minutes apart from the CPU's, the CPU's keys unchanged."""
+    from ..config import resolve_device
+
+    device = resolve_device(device)
+    if device.type == "cpu":
+        return {}
+    return {"accelerator": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type}
 
 
 def _cpu() -> str:
