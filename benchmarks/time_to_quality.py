@@ -112,9 +112,9 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
     print_table(
         rows,
-        [("data", "data", "<15"), ("recipe", "recipe", "<11"), ("minutes", "minutes", ">8g"), ("steps", "steps", ">8"),
-         ("images_per_s", "img/s", ">7.0f"), ("fid", "FID", ">8.2f"), ("fid_spread", "+-", ">6.2f"),
-         ("fid_floor", "floor", ">7.2f")],
+        [("data", "data", "<15"), ("recipe", "recipe", "<11"), ("device", "device", "<12"),
+         ("minutes", "minutes", ">8g"), ("steps", "steps", ">8"), ("images_per_s", "img/s", ">7.0f"),
+         ("fid", "FID", ">8.2f"), ("fid_spread", "+-", ">6.2f"), ("fid_floor", "floor", ">7.2f")],
     )  # fmt: skip
     write_json("time_to_quality", args.quick, sampling=SAMPLING, rows=rows)
     plot(rows, root.parent / "docs" / ("time-to-quality-quick.png" if args.quick else "time-to-quality.png"))
