@@ -30,10 +30,9 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
 from tables import lab_folder, over_draws, print_table, scoring_options, write_json
 
-from tinydiff.experiments.lab import Lab
+from tinydiff.experiments.lab import Lab, accelerator
 
 RECIPES = {
     "tinydiff": {"amp": True},  # today's defaults with bf16 autocast
@@ -86,7 +85,7 @@ def main() -> None:
     if args.quick:
         args.data, args.minutes, args.n, args.draws = ["digits"], [0.05, 0.1], 64, 1
     root, out, cache = Path(__file__).parent, lab_folder(args), Path(args.cache)
-    device = "cpu" if args.device == "cpu" else torch.cuda.get_device_name(args.device)  # the rows' and plot's
+    device = accelerator(args.device).get("accelerator", "cpu")  # the rows' and plot's
     rows = []
     for data in args.data:
         for recipe in args.recipes:

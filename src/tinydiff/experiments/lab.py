@@ -212,7 +212,7 @@ class Lab:
         options.setdefault("ckpt_every", 250)
         # keyed by every option the run will have, defaults included: a changed default trains anew
         recipe = {k: v for k, v in asdict(TrainConfig(**options)).items() if k != "out"}
-        recipe |= _accelerator(options.get("device", self.device))  # minutes buy other steps there
+        recipe |= accelerator(options.get("device", self.device))  # minutes buy other steps there
         run = self.cache / "models" / f"{label}-{_slug(recipe)}"
         done = run / "done.json"
 
@@ -348,7 +348,7 @@ class Lab:
             sample(m.model, n, seed=self.seed, batch_size=n, labels=self.labels(m, n), **sampling).cpu()  # GPU: waits
             return {"seconds": time.perf_counter() - began}
 
-        machine = {"cpu": _cpu(), "threads": torch.get_num_threads(), **_accelerator(self.device)}
+        machine = {"cpu": _cpu(), "threads": torch.get_num_threads(), **accelerator(self.device)}
         key = {"model": m.ident, "n": n, **machine, **sampling}
         return self.cell("timing", key, measure)["seconds"]
 
@@ -485,7 +485,7 @@ class Lab:
         return path
 
 
-def _accelerator(device: str) -> dict:
+def accelerator(device: str) -> dict:
     """{"accelerator": its name} for a GPU (or other accelerator) device, {} for the CPU: what keys
     a timing or a run in minutes apart from the CPU's, the CPU's keys unchanged."""
     from ..config import resolve_device
