@@ -245,6 +245,9 @@ def weighting(lab: Lab) -> Report:
         m = lab.attempt(train, lab, f"weighting-{name}", data="mnist", **options)
         row = (m and lab.attempt(scored, lab, m)) or {}
         rows.append({**row, "model": "L_simple" if name == "none" else "ELBO"})
+        if m and row:
+            caption = f"{rows[-1]['model']}, {lab.budget_minutes:g} minutes"
+            lab.attempt(grid, lab, report, m, f"{name}.png", caption)
     report.table("DDPM's setting (linear schedule, eps prediction), the same budget each", rows, COLUMNS)
     fids = [r.get("fid") for r in rows]
     report.verdict(
@@ -253,7 +256,8 @@ def weighting(lab: Lab) -> Report:
         f"weight at t = 1 is {ratio:.0f}x that at t = 500; the first 10 % of timesteps carry {low_share:.0%} of it"
         + (f"; FID L_simple {fids[0]:.1f}, ELBO {fids[1]:.1f}" if None not in fids else ""),
         "reproduced" if ratio > 10 else "not reproduced",
-        "the bound's terms at small t dominate; L_simple flattens them, which samples better (DDPM Sec. 3.4)",
+        "the bound's terms at small t dominate; L_simple flattens them, which samples better (DDPM Sec. 3.4)"
+        + ("" if None in fids else " here too" if fids[0] < fids[1] - NOISE else "; not here (equal budgets)"),
     )
     return report
 
