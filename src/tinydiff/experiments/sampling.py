@@ -193,12 +193,11 @@ def _table1_verdicts(report: Report, tables: dict[str, list[dict]], steps) -> No
         f"worst at {small}: eta = {worst_small}; best at {large}: eta = {best_large}"
         + ("" if best_large == "sigma-hat" or not hat_best else f" (sigma-hat within {2 * NOISE:g} FID of it)")
     )
-    if "fashion-mnist" in tables:
-        f_eta0, f_improves, _ = _eta0_and_falling(tables["fashion-mnist"], steps)
-        orderings[f"Fashion-MNIST: eta = 0 best at {small}"] = f_eta0
-        orderings["Fashion-MNIST: FID falls with S in every row"] = all(f_improves.values())
-        ours += f"; Fashion-MNIST: eta = 0 {'best' if f_eta0 else 'not best'} at {small}, FID falls with S in "
-        ours += f"{sum(f_improves.values())} of {len(f_improves)} rows"
+    f_eta0, f_improves, _ = _eta0_and_falling(tables["fashion-mnist"], steps)
+    orderings[f"Fashion-MNIST: eta = 0 best at {small}"] = f_eta0
+    orderings["Fashion-MNIST: FID falls with S in every row"] = all(f_improves.values())
+    ours += f"; Fashion-MNIST: eta = 0 {'best' if f_eta0 else 'not best'} at {small}, FID falls with S in "
+    ours += f"{sum(f_improves.values())} of {len(f_improves)} rows"
     failed = [name for name, ok in orderings.items() if not ok]
     verdict = "reproduced" if not failed else "partly" if len(failed) <= len(orderings) // 2 else "not reproduced"
     why = f"{len(orderings) - len(failed)} of {len(orderings)} orderings hold; not: {', '.join(failed)}"
