@@ -137,6 +137,7 @@ class Lab:
         self.trains = False  # whether the experiment trains models of its own (its page states the budget)
         self.started = time.perf_counter()
         self.compute_seconds, self._depth = 0.0, 0  # what every result used took, cached or not
+        self._counted: set[Path] = set()  # the records already in compute_seconds (each counts once)
         self._extractor = None
         self._records: dict[Path, dict] = {}  # samples file -> its sampling record
         self._deferred: dict[Path, Callable[[], dict]] = {}  # samples recorded, not on this machine: draws them
@@ -158,7 +159,7 @@ class Lab:
             try:
                 record = json.loads(path.read_text())
                 if record.get("key") == json.loads(json.dumps(key, default=str)):
-                    self.compute_seconds += record.get("seconds", 0.0) if self._depth == 0 else 0.0
+                    self._count(path, record.get("seconds", 0.0))
                     return record["value"]
             except (OSError, ValueError):
                 pass  # a damaged record is computed again
@@ -170,10 +171,18 @@ class Lab:
         finally:
             self._depth -= 1
         seconds = max(time.perf_counter() - began, spent(value))
-        self.compute_seconds += seconds if self._depth == 0 else 0.0
+        self._count(path, seconds)
+        self._counted.add(path)  # computed inside another record: in that one's seconds already
         record = json.dumps({"key": key, "value": value, "seconds": seconds}, indent=1, default=str).encode()
         atomic_write(path, lambda f: f.write(record))
         return value
+
+    def _count(self, path: Path, seconds: float) -> None:
+        """Add a record's seconds to the experiment's compute time: once per record, and only for
+        records read at the top level (a record computed inside another is in that one's seconds)."""
+        if self._depth == 0 and path not in self._counted:
+            self.compute_seconds += seconds
+            self._counted.add(path)
 
     def attempt(self, compute: Callable, *args, **kwargs):
         """compute(*args, **kwargs), or None if it needs a cell that a --cached-only run does not
