@@ -10,9 +10,10 @@ import torch
 from helpers import digit_like_images, stand_in_emoji
 
 import tinydiff.api as api
+import tinydiff.experiments.lab as lab_module
 from tinydiff.cli import main
 from tinydiff.experiments import experiments
-from tinydiff.experiments.lab import CHUNK, Lab, Pending
+from tinydiff.experiments.lab import CHUNK, Lab, Pending, Report
 from tinydiff.experiments.summary import CLAIMS, ELSEWHERE
 from tinydiff.metrics import inception as inception_module
 
@@ -157,6 +158,14 @@ def test_the_cells_carry_a_run_to_a_machine_without_its_cache(stand_ins, monkeyp
     path3 = third.samples(third.trained("m", **recipe), 8, sampler="ddim", steps=2)
     with pytest.raises(Pending):  # a report-only run never draws them
         third.load(path3)
+    # a timing is this CPU's; a report-only run on another CPU reads that of the machine its page names
+    seconds = first.timing(m, 4, sampler="ddim", steps=2)
+    first.write(Report("t", "s"), "tinydiff reproduce t")
+    computed = json.loads((out / "t.json").read_text())["machine"]
+    monkeypatch.setattr(lab_module, "_cpu", lambda: "another CPU")
+    assert third.timing(m, 4, sampler="ddim", steps=2) == seconds
+    third.write(Report("t", "s"), "tinydiff reproduce t")
+    assert json.loads((out / "t.json").read_text())["machine"] == computed
     # minutes buy other steps on an accelerator: its runs are its own, never the CPU's cells
     with pytest.raises(Pending):
         Lab("t", out, stand_ins / "cache-c", quick=True, cached_only=True, device="meta").trained("m", **recipe)

@@ -348,7 +348,8 @@ class Lab:
 
     def timing(self, m: Model, n: int, **sampling) -> float:
         """Seconds to sample n images in one batch (after a warm-up), on this CPU (cached per CPU
-        model: take it when nothing else runs)."""
+        model and thread count: take it when nothing else runs; a --cached-only run reads those of
+        the machine that computed the page)."""
         from ..api import sample
 
         def measure():
@@ -357,9 +358,18 @@ class Lab:
             sample(m.model, n, seed=self.seed, batch_size=n, labels=self.labels(m, n), **sampling).cpu()  # GPU: waits
             return {"seconds": time.perf_counter() - began}
 
-        machine = {"cpu": _cpu(), "threads": torch.get_num_threads(), **accelerator(self.device)}
+        machine = {k: self.machine()[k] for k in ("cpu", "threads")} | accelerator(self.device)
         key = {"model": m.ident, "n": n, **machine, **sampling}
         return self.cell("timing", key, measure)["seconds"]
+
+    def machine(self) -> dict:
+        """The machine whose figures the page shows: this one, or for a --cached-only run, which
+        computes nothing, the one that computed the page (its timings are read, not this machine's)."""
+        here = {"cpu": _cpu(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+        previous = self.out / f"{self.name}.json"
+        if self.cached_only and previous.exists():
+            return json.loads(previous.read_text()).get("machine", here)
+        return here
 
     def sampling_record(self, path: Path) -> dict:
         """seconds (all chunks, summed), nfe per image and n of a samples file :meth:`samples` gave."""
@@ -445,10 +455,7 @@ class Lab:
         NAME.json (every figure with its n)."""
         minutes = round((time.perf_counter() - self.started) / 60, 2)
         scale = {"n": self.n, "budget_minutes": self.budget_minutes, "quick": self.quick, "seed": self.seed}
-        machine = {"cpu": _cpu(), "torch": torch.__version__, "threads": torch.get_num_threads()}
-        previous = self.out / f"{self.name}.json"
-        if self.cached_only and previous.exists():  # computing nothing: the machine that computed stands
-            machine = json.loads(previous.read_text()).get("machine", machine)
+        machine = self.machine()
         data = {
             "experiment": self.name,
             "title": report.title,
