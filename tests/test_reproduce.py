@@ -67,6 +67,11 @@ def test_every_experiment_runs_quick_and_writes_its_page_and_verdicts(stand_ins,
     summary = (out / "REPRODUCTION.md").read_text()
     assert all(f"| {claim} |" in summary for claim in CLAIMS)
     assert summary.count("not run yet") == sum("not run yet" in why for why in ELSEWHERE.values())
+    # the tally under the table counts the verdicts in it
+    counts = {v: summary.count(f"| **{v}** (quick):") for v in ("reproduced", "partly", "not reproduced")}
+    assert sum(counts.values()) == len(CLAIMS) - len(ELSEWHERE)
+    line = next(line for line in summary.splitlines() if line.startswith(f"Of the {len(CLAIMS)} claims: "))
+    assert sorted(line.split(": ", 1)[1].rstrip(".").split(", ")) == sorted(f"{c} {v}" for v, c in counts.items() if c)
     # everything is recorded: a report-only run recomputes nothing and writes the same verdicts, and so
     # does a run on another machine (the same OUT/cells, an empty cache) without training or sampling
     before = {name: json.loads((out / f"{name}.json").read_text())["verdicts"] for name in registry}
@@ -161,11 +166,11 @@ def test_the_cells_carry_a_run_to_a_machine_without_its_cache(stand_ins, monkeyp
     # a timing is this CPU's; a report-only run on another CPU reads that of the machine its page names
     seconds = first.timing(m, 4, sampler="ddim", steps=2)
     first.write(Report("t", "s"), "tinydiff reproduce t")
-    computed = json.loads((out / "t.json").read_text())["machine"]
+    computed = {k: json.loads((out / "t.json").read_text())[k] for k in ("machine", "minutes_this_run")}
     monkeypatch.setattr(lab_module, "_cpu", lambda: "another CPU")
     assert third.timing(m, 4, sampler="ddim", steps=2) == seconds
     third.write(Report("t", "s"), "tinydiff reproduce t")
-    assert json.loads((out / "t.json").read_text())["machine"] == computed
+    assert {k: json.loads((out / "t.json").read_text())[k] for k in computed} == computed  # what computed it stands
     # minutes buy other steps on an accelerator: its runs are its own, never the CPU's cells
     with pytest.raises(Pending):
         Lab("t", out, stand_ins / "cache-c", quick=True, cached_only=True, device="meta").trained("m", **recipe)

@@ -362,14 +362,16 @@ class Lab:
         key = {"model": m.ident, "n": n, **machine, **sampling}
         return self.cell("timing", key, measure)["seconds"]
 
-    def machine(self) -> dict:
-        """The machine whose figures the page shows: this one, or for a --cached-only run, which
-        computes nothing, the one that computed the page (its timings are read, not this machine's)."""
-        here = {"cpu": _cpu(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    def computed_by(self) -> dict:
+        """The page's last record (NAME.json) when this run computes nothing (--cached-only): its
+        machine and its run's minutes stand, and its timings are read, not this machine's."""
         previous = self.out / f"{self.name}.json"
-        if self.cached_only and previous.exists():
-            return json.loads(previous.read_text()).get("machine", here)
-        return here
+        return json.loads(previous.read_text()) if self.cached_only and previous.exists() else {}
+
+    def machine(self) -> dict:
+        """The machine whose figures the page shows: this one, or the one that computed the page."""
+        here = {"cpu": _cpu(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+        return self.computed_by().get("machine", here)
 
     def sampling_record(self, path: Path) -> dict:
         """seconds (all chunks, summed), nfe per image and n of a samples file :meth:`samples` gave."""
@@ -453,7 +455,7 @@ class Lab:
     def write(self, report: Report, command: str) -> Path:
         """docs/results/NAME.md (our tables beside the seed's claims, the command, the verdicts) and
         NAME.json (every figure with its n)."""
-        minutes = round((time.perf_counter() - self.started) / 60, 2)
+        minutes = self.computed_by().get("minutes_this_run", round((time.perf_counter() - self.started) / 60, 2))
         scale = {"n": self.n, "budget_minutes": self.budget_minutes, "quick": self.quick, "seed": self.seed}
         machine = self.machine()
         data = {

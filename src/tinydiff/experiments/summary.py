@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 from ..files import atomic_write
@@ -63,6 +64,7 @@ def write_summary(out: Path, path: Path | None = None) -> Path:
         "| claim | write-up | the claim | experiment | theirs | ours | verdict |",
         "|---|---|---|---|---|---|---|",
     ]
+    verdicts = Counter()
     for claim, (source, text) in CLAIMS.items():
         name = owner.get(claim)
         result = out / f"{name}.json" if name else None
@@ -78,9 +80,12 @@ def write_summary(out: Path, path: Path | None = None) -> Path:
             quick = " (quick)" if record.get("scale", {}).get("quick") else ""
             if found:
                 seed, ours, verdict = found["seed"], found["ours"], f"**{found['verdict']}**{quick}: {found['why']}"
+                verdicts[found["verdict"]] += 1
             else:
                 verdict = "not computed yet"
         lines.append(f"| {claim} | {source} | {text} | {link} | {seed} | {ours} | {verdict} |")
+    tally = ", ".join(f"{count} {verdict}" for verdict, count in verdicts.most_common())
+    lines += ["", f"Of the {len(CLAIMS)} claims: {tally or 'none computed yet'}."]
     text = "\n".join(lines) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
     return path
