@@ -58,7 +58,7 @@ def main() -> None:
             if 0 < t < last and t not in tried:
                 tried[t] = fid([*best, t])
         chosen = min(tried, key=tried.get)
-        trailing = [int(t) for t in default_timesteps("consistency", m.model.schedule, k, "trailing")]
+        trailing = default_timesteps("consistency", m.model.schedule, k, "trailing")
         rows += [{"evaluations": k, "timesteps": [*best, t], "fid": f, "chosen": t == chosen} for t, f in tried.items()]
         rows.append({"evaluations": k, "timesteps": trailing, "fid": fid(trailing), "chosen": False, "trailing": True})
         best.append(chosen)
@@ -68,8 +68,7 @@ def main() -> None:
         row["mark"] = "best" if row["chosen"] else ""
     print_table(rows, [("evaluations", "NFE", ">4d"), ("shown", "  timesteps", "<30"), ("fid", "FID", ">8.2f"),
                        ("mark", "", ">6s")])  # fmt: skip
-    best_by_k = {k: next(r["timesteps"] for r in rows if r["evaluations"] == k and r["chosen"]) for k in
-                 sorted({r["evaluations"] for r in rows})}  # fmt: skip
+    best_by_k = {k: best[:k] for k in range(2, len(best) + 1)}
     write_json("consistency_timesteps", args.quick, student=args.student, n=args.n, rows=rows, best=best_by_k)
 
 

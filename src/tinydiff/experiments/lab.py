@@ -18,6 +18,7 @@ first draw of n training images, the real-vs-real floor (a second draw) beside i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -358,20 +359,23 @@ class Lab:
             sample(m.model, n, seed=self.seed, batch_size=n, labels=self.labels(m, n), **sampling).cpu()  # GPU: waits
             return {"seconds": time.perf_counter() - began}
 
-        machine = {k: self.machine()[k] for k in ("cpu", "threads")} | accelerator(self.device)
+        mine = self.machine()
+        machine = {"cpu": mine["cpu"], "threads": mine["threads"], **accelerator(self.device)}
         key = {"model": m.ident, "n": n, **machine, **sampling}
         return self.cell("timing", key, measure)["seconds"]
 
+    @functools.cached_property
     def computed_by(self) -> dict:
-        """The page's last record (NAME.json) when this run computes nothing (--cached-only): its
-        machine and its run's minutes stand, and its timings are read, not this machine's."""
+        """The page's last record (NAME.json, read once, when first needed) when this run computes
+        nothing (--cached-only): its machine and its run's minutes stand, and its timings are read,
+        not this machine's."""
         previous = self.out / f"{self.name}.json"
         return json.loads(previous.read_text()) if self.cached_only and previous.exists() else {}
 
     def machine(self) -> dict:
         """The machine whose figures the page shows: this one, or the one that computed the page."""
         here = {"cpu": _cpu(), "torch": torch.__version__, "threads": torch.get_num_threads()}
-        return self.computed_by().get("machine", here)
+        return self.computed_by.get("machine", here)
 
     def sampling_record(self, path: Path) -> dict:
         """seconds (all chunks, summed), nfe per image and n of a samples file :meth:`samples` gave."""
@@ -455,7 +459,7 @@ class Lab:
     def write(self, report: Report, command: str) -> Path:
         """docs/results/NAME.md (our tables beside the seed's claims, the command, the verdicts) and
         NAME.json (every figure with its n)."""
-        minutes = self.computed_by().get("minutes_this_run", round((time.perf_counter() - self.started) / 60, 2))
+        minutes = self.computed_by.get("minutes_this_run", round((time.perf_counter() - self.started) / 60, 2))
         scale = {"n": self.n, "budget_minutes": self.budget_minutes, "quick": self.quick, "seed": self.seed}
         machine = self.machine()
         data = {
