@@ -15,7 +15,8 @@ benchmarks/results/time_to_quality.json and draws docs/time-to-quality.png.
         [--cached-only]
 
 The conditional recipe is sampled with labels in the data's proportions. Not run by default:
---recipes constant-lr, the default recipe with a constant learning rate (a lever); lucidrains,
+--recipes constant-lr, the default recipe with a constant learning rate (a lever); hflip, the
+conditional recipe with random horizontal flips (a lever for Fashion-MNIST, not for digits); lucidrains,
 lucidrains' denoising-diffusion-pytorch as a replication of DDPM set it up (lucidrains.py; installed
 beside the project, not a dependency).
 
@@ -41,6 +42,7 @@ RECIPES = {
     "tinydiff": {"amp": True},  # today's defaults with bf16 autocast
     "conditional": {"amp": True, "conditional": True},  # the same with class labels, as `make demo` trains
     "constant-lr": {"amp": True, "lr_schedule": "constant"},  # the same without the learning rate's decay
+    "hflip": {"amp": True, "conditional": True, "hflip": True},  # conditional, with random horizontal flips
     "diffusers": {
         "amp": True,
         "net": "diffusers",

@@ -1,9 +1,13 @@
+import numpy as np
 import pytest
+import scipy.stats
 import torch
 
 from tinydiff.denoiser import PREDICTIONS, as_denoiser, to_eps_x0
-from tinydiff.objectives import diffusion_loss, loss_weight, sample_timesteps, target
+from tinydiff.objectives import diffusion_loss, log_normal_probabilities, loss_weight, sample_timesteps, target
 from tinydiff.schedule import NoiseSchedule
+
+COSINE = NoiseSchedule.create("cosine")
 
 
 @pytest.mark.parametrize("kind", PREDICTIONS)
@@ -110,22 +114,22 @@ def test_as_denoiser_converts_any_prediction():
 def test_stratified_timesteps_cover_every_band_once_and_are_marginally_uniform():
     g = torch.Generator().manual_seed(0)
     for n in (1, 8, 125, 1000):  # n divides the 1000 timesteps, so the bands hold whole timesteps
-        t = sample_timesteps(n, 1000, "stratified", g)
+        t = sample_timesteps(n, COSINE, "stratified", g)
         assert t.dtype == torch.long and t.min() >= 0 and t.max() < 1000
         assert torch.equal(torch.sort(t * n // 1000).values, torch.arange(n))  # one per 1/n-th band
     # marginally uniform over [0, 1000): each tenth gets a tenth of 20,000 draws of batches of 8
-    draws = torch.cat([sample_timesteps(8, 1000, "stratified", g) for _ in range(2500)])
+    draws = torch.cat([sample_timesteps(8, COSINE, "stratified", g) for _ in range(2500)])
     counts = torch.bincount(draws // 100, minlength=10).double()
     assert (counts - 2000).abs().max() < 5 * (2000 * 0.9) ** 0.5
     # the batch's bands arrive in random order (micro-batches and ranks get a spread of t)
-    t = sample_timesteps(64, 1000, "stratified", g)
+    t = sample_timesteps(64, COSINE, "stratified", g)
     assert not torch.equal(t, t.sort().values)
     # uniform draws do not stratify: some band of a batch of 64 is empty (a batch of i.i.d. draws
     # covers all 64 bands with probability 64!/64^64)
-    t = sample_timesteps(64, 1000, "uniform", g)
+    t = sample_timesteps(64, COSINE, "uniform", g)
     assert len(torch.unique(t * 64 // 1000)) < 64
     with pytest.raises(ValueError, match="stratified"):
-        sample_timesteps(4, 1000, "sobol", g)
+        sample_timesteps(4, COSINE, "sobol", g)
 
 
 @pytest.mark.parametrize("name", ["linear", "cosine"])
@@ -157,3 +161,21 @@ def test_the_elbo_weighting_gives_every_prediction_kind_the_same_loss(kind):
     as_kind["v"] = a.sqrt() * wrong - (1 - a).sqrt() * as_kind["x0"]
     loss = diffusion_loss(lambda x, t, y=None: as_kind[kind].float(), schedule, x0, t, noise, kind, "elbo")
     assert torch.allclose(loss, eps_loss, rtol=1e-3)  # float32 predictions
+
+
+def test_log_normal_timesteps_give_edm_noise_levels():
+    # ln(sigma_t) of the drawn timesteps follows N(-1.2, 1.2^2) (Karras et al. 2022, Table 1), checked
+    # against scipy's normal: its mean, spread and quantiles, up to the grid of 1,000 noise levels
+    g = torch.Generator().manual_seed(0)
+    for schedule in (COSINE, NoiseSchedule.create("linear")):
+        p = log_normal_probabilities(schedule)
+        assert p.shape == (1000,) and (p >= 0).all() and abs(p.sum().item() - 1) < 1e-12
+        t = sample_timesteps(200_000, schedule, "log-normal", g)
+        log_sigma = schedule.sigma(t).log().numpy()
+        assert abs(log_sigma.mean() + 1.2) < 0.03 and abs(log_sigma.std() - 1.2) < 0.03
+        for q in (0.1, 0.5, 0.9):
+            assert abs(np.quantile(log_sigma, q) - scipy.stats.norm.ppf(q, -1.2, 1.2)) < 0.05
+    # uniform t puts half the draws above sigma = 1 on the cosine schedule; log-normal about 16 %
+    above = (COSINE.sigma(torch.arange(1000)) > 1).double()
+    assert abs((above * log_normal_probabilities(COSINE)).sum() - scipy.stats.norm.sf(0, -1.2, 1.2)) < 0.01
+    assert abs(above.mean() - 0.5) < 0.02

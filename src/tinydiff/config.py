@@ -181,8 +181,8 @@ class TrainConfig:
     )
     timestep_sampling: str = option(
         "uniform",
-        "training timesteps: independent draws, or stratified over the batch (low-discrepancy; "
-        "objectives.sample_timesteps)",
+        "training timesteps: independent uniform draws, stratified over the batch (low-discrepancy), or "
+        "EDM's log-normal noise levels, ln(sigma) ~ N(-1.2, 1.2^2) (objectives.sample_timesteps)",
         **one_of(TIMESTEP_SAMPLINGS),
     )
     clip_aware_loss: bool = option(

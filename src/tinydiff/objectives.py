@@ -20,7 +20,8 @@ from .denoiser import SelfCondition, check_prediction, to_eps_x0
 from .schedule import NoiseSchedule, broadcast
 
 WEIGHTINGS = ("none", "min-snr", "min-snr-plus-one", "elbo")
-TIMESTEP_SAMPLINGS = ("uniform", "stratified")
+TIMESTEP_SAMPLINGS = ("uniform", "stratified", "log-normal")
+LOG_NORMAL = (-1.2, 1.2)  # EDM's P_mean and P_std (Karras et al. 2022, Table 1)
 
 
 def target(kind: str, x0: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -119,21 +120,40 @@ def diffusion_loss(
     return weight * mse
 
 
-def sample_timesteps(n: int, num_timesteps: int, how: str, generator: torch.Generator) -> torch.Tensor:
-    """n training timesteps in [0, num_timesteps), each marginally uniform.
+def sample_timesteps(n: int, schedule: NoiseSchedule, how: str, generator: torch.Generator) -> torch.Tensor:
+    """n training timesteps in [0, T).
 
     "uniform" draws them independently (DDPM Alg. 1). "stratified" is the low-discrepancy sampler
     of Kingma et al. 2021 (VDM, Sec. 3.2 / App. I): one u ~ U[0, 1) shifts the grid i / n, so
     the batch covers every 1/n-th of the timesteps exactly once and the batch's loss estimate
     has lower variance. A random permutation then spreads the bands over micro-batches and ranks.
+    Both are marginally uniform over t. "log-normal" draws noise levels as EDM does instead
+    (:func:`log_normal_probabilities`).
     """
+    num_timesteps = schedule.num_timesteps
     if how == "uniform":
         return torch.randint(0, num_timesteps, (n,), generator=generator)
+    if how == "log-normal":
+        return torch.multinomial(log_normal_probabilities(schedule), n, replacement=True, generator=generator)
     if how != "stratified":
         raise ValueError(f"unknown timestep sampling {how!r}; choose from {', '.join(TIMESTEP_SAMPLINGS)}")
     u = (torch.rand((), generator=generator, dtype=torch.float64) + torch.arange(n, dtype=torch.float64) / n) % 1.0
     t = (u * num_timesteps).long().clamp_(max=num_timesteps - 1)
     return t[torch.randperm(n, generator=generator)]
+
+
+def log_normal_probabilities(schedule: NoiseSchedule, mean: float = LOG_NORMAL[0], std: float = LOG_NORMAL[1]):
+    """[T] probabilities of the timesteps under EDM's noise-level distribution ln(sigma) ~ N(mean,
+    std^2) (Karras et al. 2022, Sec. 5, Table 1), sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t):
+    t gets the normal's mass between the midpoints of ln(sigma) on either side of ln(sigma_t).
+
+    Uniform t on the cosine schedule puts ln(sigma) at 0 +- 1.57 (a hyperbolic-secant law), this
+    at -1.2 +- 1.2: more of the training on the noise levels below sigma = 1, where the strokes'
+    detail is decided."""
+    log_sigma = schedule.sigma(torch.arange(schedule.num_timesteps)).log()  # rises with t
+    edges = (log_sigma[1:] + log_sigma[:-1]) / 2
+    cdf = torch.special.ndtr((edges - mean) / std)
+    return torch.diff(cdf, prepend=cdf.new_zeros(1), append=cdf.new_ones(1))
 
 
 def drop_labels(labels: torch.Tensor, p_uncond: float, null_class: int, generator: torch.Generator) -> torch.Tensor:

@@ -347,7 +347,7 @@ class Trainer:
         index = batch_indices(config.seed, self.step, config.batch_size, len(self.data))
         # Draw the randomness of the whole global batch first, so that --accumulate only
         # changes how the computation is split, not what is computed.
-        t = sample_timesteps(len(index), self.schedule.num_timesteps, config.timestep_sampling, self.generator)
+        t = sample_timesteps(len(index), self.schedule, config.timestep_sampling, self.generator)
         noise = torch.randn((len(index), *self.data.shape), generator=self.generator)
         flip = torch.rand(len(index), generator=self.generator) < 0.5
         labels = None
