@@ -14,6 +14,11 @@ from .summary import REPORT
 TIMES = (0, 50, 100, 250, 500, 750, 999)
 
 
+def correlations(noised: list[torch.Tensor], x0: torch.Tensor) -> list[float]:
+    """The correlation of each x_t's pixels with x_0's."""
+    return [torch.corrcoef(torch.stack([x_t.flatten(), x0.flatten()]))[0, 1].item() for x_t in noised]
+
+
 @experiment("forward", claims=("R4",))
 def forward(lab: Lab) -> Report:
     """The forward process eats an image: q(x_t | x_0) at several t for both schedules, and their curves."""
@@ -29,11 +34,13 @@ def forward(lab: Lab) -> Report:
     with curves as axes:
         for name in ("linear", "cosine"):
             schedule = NoiseSchedule.create(name)
-            strip = []
-            for t in TIMES:
-                x_t = schedule.q_sample(x0, torch.full((len(x0),), t), noise)
-                strip.append(x_t[:6].clamp(-1, 1))
-                corr = torch.corrcoef(torch.stack([x_t.flatten(), x0.flatten()]))[0, 1].item()
+            noised = [schedule.q_sample(x0, torch.full((len(x0),), t), noise) for t in TIMES]
+            strip = [x_t[:6].clamp(-1, 1) for x_t in noised]
+
+            # a cell, so that every machine shows the same figures (float32 sums differ in the last digits)
+            key = {"schedule": name, "times": TIMES, "images": len(x0), "seed": lab.seed}
+            found = lab.cell("forward-correlation", key, lambda noised=noised: {"corr": correlations(noised, x0)})
+            for t, corr in zip(TIMES, found["corr"]):
                 a = float(schedule.alpha_bar_at(t))
                 rows.append({"schedule": name, "t": t, "alpha_bar": a, "snr": a / (1 - a), "corr_with_x0": corr})
             grid = torch.stack(strip, 1).flatten(0, 1)  # a row per digit, a column per t
