@@ -43,6 +43,8 @@ RECIPES = {
     "conditional": {"amp": True, "conditional": True},  # the same with class labels, as `make demo` trains
     "constant-lr": {"amp": True, "lr_schedule": "constant"},  # the same without the learning rate's decay
     "hflip": {"amp": True, "conditional": True, "hflip": True},  # conditional, with random horizontal flips
+    # conditional, also keeping EMA profiles (the same training; tinydiff export --sigma-rel then picks the length)
+    "posthoc-ema": {"amp": True, "conditional": True, "posthoc_ema": True},
     "diffusers": {
         "amp": True,
         "net": "diffusers",

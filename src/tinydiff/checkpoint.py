@@ -468,10 +468,13 @@ def load_trainer_state(ckpt: Path) -> dict:
         raise TinydiffError(f"checkpoint {ckpt}: cannot read trainer_state.pt ({err})") from None
 
 
-def export_model(ckpt: str | Path, out: str | Path, ema: bool = True) -> Path:
+def export_model(
+    ckpt: str | Path, out: str | Path, ema: bool = True, averaged: tuple[dict, dict] | None = None
+) -> Path:
     """An inference-only copy of a checkpoint: config.json and the EMA weights (or, with
     ``ema=False``, the raw ones), written as ema.safetensors; what `tinydiff.load` needs, a
-    third of a training checkpoint's size."""
+    third of a training checkpoint's size. ``averaged``: (weights, how they were averaged) to
+    write instead, recorded in config.json as "averaged" (a post-hoc EMA)."""
     ckpt = resolve_checkpoint(ckpt)
     weights = weights_file(ema)
     config = read_config(ckpt, ("config.json", weights))
@@ -483,10 +486,12 @@ def export_model(ckpt: str | Path, out: str | Path, ema: bool = True) -> Path:
         config["trained"] = {"steps": state["step"], "minutes": round(seconds / 60, 2)}
         if seconds > 0 and images:
             config["trained"]["images_per_s"] = round(images / seconds, 1)
+    if averaged is not None:
+        config["averaged"] = averaged[1]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(config, indent=2).encode()
     atomic_write(out / "config.json", lambda handle: handle.write(text))
-    data = (ckpt / weights).read_bytes()
+    data = (ckpt / weights).read_bytes() if averaged is None else _state_bytes(averaged[0])
     atomic_write(out / weights_file(ema=True), lambda handle: handle.write(data))
     return out

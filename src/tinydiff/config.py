@@ -87,11 +87,15 @@ def option(
     flag: str | None = None,
     choices: tuple[str, ...] | None = None,
     const=None,
+    keyed_at_default: bool = True,
 ):
     """A TrainConfig field: its default, what it does, ``accepts(value)`` and what is allowed in
     words (for errors), its command-line flag if not ``--name-with-dashes``, the names it takes
-    if it is a choice (shown by --help), and ``const``, its value when the flag is given bare."""
+    if it is a choice (shown by --help), and ``const``, its value when the flag is given bare.
+    ``keyed_at_default=False``: an option added after trained models were cached whose default
+    trains as before, so that the caches (experiments.lab) key a run by it only where it is set."""
     metadata = {"help": help, "accepts": accepts, "allowed": allowed, "flag": flag, "choices": choices, "const": const}
+    metadata["keyed_at_default"] = keyed_at_default
     return field(default=default, metadata=metadata)
 
 
@@ -201,6 +205,13 @@ class TrainConfig:
         "decay of the exponential moving average of the weights (what sampling uses by default)",
         _real(lambda v: 0 <= v < 1),
         "in [0, 1)",
+    )
+    posthoc_ema: bool = option(
+        False,
+        "also keep two power-function averages of the weights (EDM2) and save them at every checkpoint, so that "
+        "the EMA's length can be chosen after training (tinydiff export --sigma-rel)",
+        **BOOL,
+        keyed_at_default=False,
     )
     grad_clip: float = option(
         1.0,
@@ -341,6 +352,17 @@ RESUMABLE_CHANGES = {
 def flag(f: dataclasses.Field) -> str:
     """The command-line flag of a TrainConfig field."""
     return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+
+
+def recipe_of(config: TrainConfig) -> dict:
+    """The options that decide what a run trains, as a dict: every field but --out, defaults
+    included (a changed default is another recipe), except options marked keyed_at_default=False
+    that are at their default."""
+    return {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if f.name != "out" and (f.metadata["keyed_at_default"] or getattr(config, f.name) != f.default)
+    }
 
 
 def validate(config: TrainConfig) -> None:

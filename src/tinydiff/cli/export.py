@@ -18,12 +18,21 @@ def add_parser(sub, common) -> None:
     p.add_argument(
         "--weights", default="ema", choices=("ema", "raw"), help="the EMA (default) or the raw trained weights"
     )
+    p.add_argument(
+        "--sigma-rel",
+        type=float,
+        help="the EMA made after training with this relative length (EDM2's sigma_rel, e.g. 0.05 to 0.2), "
+        "from the EMA profiles of a run trained with --posthoc-ema",
+    )
     p.set_defaults(func=run)
 
 
 def run(args) -> None:
     from ..checkpoint import export_model
+    from ..errors import TinydiffError
 
+    if args.sigma_rel is not None and (args.weights == "raw" or args.format == "diffusers"):
+        raise TinydiffError("--sigma-rel makes its own average of the weights: leave out --weights raw and --format")
     if args.format == "diffusers":
         from ..export import to_diffusers
         from ..model import load
@@ -31,6 +40,12 @@ def run(args) -> None:
         out = to_diffusers(load(args.ckpt, ema=args.weights == "ema", device="cpu"), args.out)
         print(f"diffusers pipeline: {out} (DDPMPipeline.from_pretrained({str(out)!r}))")
         return
-    out = export_model(args.ckpt, args.out, ema=args.weights == "ema")
+    averaged = None
+    if args.sigma_rel is not None:
+        from ..training.posthoc import reconstruct
+
+        weights, step = reconstruct(args.ckpt, args.sigma_rel)
+        averaged = (weights, {"posthoc_ema": {"sigma_rel": args.sigma_rel, "step": step}})
+    out = export_model(args.ckpt, args.out, ema=args.weights == "ema", averaged=averaged)
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"model: {out} ({size:.1f} MB; load it with --ckpt {out})")

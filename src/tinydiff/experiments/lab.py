@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -212,7 +212,7 @@ class Lab:
         ``minutes`` (default: the budget), reused if it exists, resumed if it was cut short; trained
         (again) only when something needs the network, not when its results are all in the cells."""
         from ..api import train
-        from ..config import TrainConfig
+        from ..config import TrainConfig, recipe_of
         from ..model import load
 
         self.trains = True
@@ -220,9 +220,9 @@ class Lab:
         options.setdefault("steps", 10**6)
         options.setdefault("sample_grid", 0)
         options.setdefault("ckpt_every", 250)
-        # keyed by every option the run will have, defaults included: a changed default trains anew
-        recipe = {k: v for k, v in asdict(TrainConfig(**options)).items() if k != "out"}
-        recipe |= accelerator(options.get("device", self.device))  # minutes buy other steps there
+        # keyed by every option the run will have, defaults included (a changed default trains
+        # anew), and by where it trains (minutes buy other steps there)
+        recipe = recipe_of(TrainConfig(**options)) | accelerator(options.get("device", self.device))
         run = self.cache / "models" / f"{label}-{_slug(recipe)}"
         done = run / "done.json"
 

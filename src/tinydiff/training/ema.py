@@ -1,4 +1,6 @@
-"""Exponential moving average of the parameters (not the buffers) of a network."""
+"""Averages of the parameters (not the buffers) of a network: the exponential moving average that
+sampling uses, and the power-function profiles from which any EMA length is made after training
+(posthoc.py)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,46 @@ class EMA:
     def update(self, net: nn.Module, step: int) -> None:
         weight = 1.0 - self.decay_at(step)
         # one fused call over all tensors: the same arithmetic as a lerp_ per tensor, less overhead on CPU
+        torch._foreach_lerp_(list(self.shadow.parameters()), [p.detach() for p in net.parameters()], weight)
+        for shadow, buffer in zip(self.shadow.buffers(), net.buffers()):
+            shadow.copy_(buffer)
+
+
+# -- Power-function EMA profiles (Karras et al. 2024, "Analyzing and Improving the Training Dynamics
+# of Diffusion Models", EDM2, Sec. 3.1 and App. C). The average at step t weighs the weights of step
+# tau by p(tau) ~ tau^gamma on [0, t]: its length grows with the run, and is given as sigma_rel, the
+# profile's standard deviation relative to t.
+
+
+def gamma_of(sigma_rel: float) -> float:
+    """The exponent gamma whose profile has relative standard deviation ``sigma_rel``: the largest
+    real root of gamma^3 + 7 gamma^2 + (16 - s^-2) gamma + (12 - s^-2) = 0, which is EDM2's Eq. 3,
+    sigma_rel = (gamma + 1)^1/2 (gamma + 2)^-1 (gamma + 3)^-1/2, squared and rearranged."""
+    import numpy as np
+
+    if not 0.0 < sigma_rel < 12**-0.5:  # gamma > 0 needs sigma_rel < sigma_rel(0) = 12^-1/2
+        raise ValueError(f"sigma_rel must be in (0, {12**-0.5:.3f}), got {sigma_rel}")
+    s = sigma_rel**-2
+    return float(max(r.real for r in np.roots([1.0, 7.0, 16.0 - s, 12.0 - s]) if abs(r.imag) < 1e-9))
+
+
+def sigma_rel_of(gamma: float) -> float:
+    """EDM2's Eq. 3: the relative standard deviation of the profile tau^gamma."""
+    return ((gamma + 1) / (gamma + 2) ** 2 / (gamma + 3)) ** 0.5
+
+
+class PowerEMA:
+    """shadow <- b * shadow + (1 - b) * params with b = (1 - 1/t)^(gamma + 1) after the t-th
+    optimizer step (EDM2's Eq. 4, t counted from 1): the discrete form of the profile tau^gamma."""
+
+    def __init__(self, net: nn.Module, sigma_rel: float):
+        self.sigma_rel = sigma_rel
+        self.gamma = gamma_of(sigma_rel)
+        self.shadow = copy.deepcopy(net).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, net: nn.Module, t: int) -> None:
+        weight = 1.0 - (1.0 - 1.0 / t) ** (self.gamma + 1)
         torch._foreach_lerp_(list(self.shadow.parameters()), [p.detach() for p in net.parameters()], weight)
         for shadow, buffer in zip(self.shadow.buffers(), net.buffers()):
             shadow.copy_(buffer)

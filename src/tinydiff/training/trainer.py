@@ -43,6 +43,7 @@ from . import board, distributed
 from .consistency import ConsistencyDistillation
 from .distill import Distillation
 from .ema import EMA
+from .posthoc import Profiles
 
 LOSS_BUCKETS = 10  # loss_t is reported as the mean loss in 10 equal bands of timesteps
 LOG_FILE = "log.jsonl"
@@ -181,6 +182,7 @@ class Trainer:
         if config.compile:  # the loss calls the compiled module; weights, EMA and checkpoints use self.net
             self.model = torch.compile(self.model)
         self.ema = EMA(self.net, config.ema_decay) if self.dist.is_main else None
+        self.profiles = Profiles(self.net) if config.posthoc_ema and self.dist.is_main else None
         # foreach: the multi-tensor AdamW, bitwise the same updates as torch's per-tensor loop (the
         # default on CPU) with less overhead per tensor; so is clip_grad_norm_'s below
         self.optimizer = torch.optim.AdamW(
@@ -204,6 +206,8 @@ class Trainer:
                 raise TinydiffError(
                     f"{self.out} already holds checkpoints; pass --resume to continue or choose another --out"
                 )
+            if self.profiles is not None:  # snapshots past the checkpoint are written again
+                Profiles.forget_after(self.out, self.step)
         except BaseException:
             self.close()
             raise
@@ -261,6 +265,8 @@ class Trainer:
         if self.ema is not None:
             load_weights(ckpt, "ema.safetensors", self.ema.shadow)
         state = load_trainer_state(ckpt)
+        if self.profiles is not None:
+            self.profiles.load(self.out, int(state["step"]))
         for moments in state["optimizer"].get("state", {}).values():
             if any(torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all() for v in moments.values()):
                 raise TinydiffError(
@@ -329,6 +335,8 @@ class Trainer:
             "global_rng": torch.get_rng_state(),
             "elapsed_s": self.elapsed_s,
         }
+        if self.profiles is not None:  # first: a checkpoint always has its snapshot
+            self.profiles.save(self.out, self.step)
         return save_checkpoint(
             self.out,
             self.step,
@@ -401,6 +409,8 @@ class Trainer:
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.net, self.step)
+        if self.profiles is not None:
+            self.profiles.update(self.net, self.step + 1)
         self.step += 1
         return loss, losses, t
 
