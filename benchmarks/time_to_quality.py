@@ -11,12 +11,14 @@ computed twice, on this machine or another. Prints a table, writes
 benchmarks/results/time_to_quality.json and draws docs/time-to-quality.png.
 
     .venv/bin/python benchmarks/time_to_quality.py [--data mnist fashion-mnist] [--minutes 5 10 20 40 60]
-        [--recipes tinydiff conditional diffusers] [--n 2048] [--draws 3] [--device cpu] [--quick]
-        [--cached-only]
+        [--recipes tinydiff conditional diffusers] [--sigma-rel S ...] [--n 2048] [--draws 3] [--device cpu]
+        [--quick] [--cached-only]
 
 The conditional recipe is sampled with labels in the data's proportions. Not run by default:
 --recipes constant-lr, the default recipe with a constant learning rate (a lever); hflip, the
-conditional recipe with random horizontal flips (a lever for Fashion-MNIST, not for digits); lucidrains,
+conditional recipe with random horizontal flips (a lever for Fashion-MNIST, not for digits); posthoc-ema,
+the conditional recipe keeping EMA profiles (--posthoc-ema: the same training), scored with its EMA and,
+for each --sigma-rel S, with the average made after training over S of its steps (a lever); lucidrains,
 lucidrains' denoising-diffusion-pytorch as a replication of DDPM set it up (lucidrains.py; installed
 beside the project, not a dependency).
 
@@ -31,6 +33,7 @@ buys other steps there) and its rows name it.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -58,9 +61,12 @@ RECIPES = {
 SAMPLING = {"sampler": "dpm++2m", "steps": 20, "eta": 3.0}
 
 
-def ours(labs: list[Lab], data: str, recipe: str, minutes: float, n: int) -> tuple[dict, list[Path]]:
-    """A tinydiff recipe trained for ``minutes`` and its samples, one file per draw."""
+def ours(labs: list[Lab], data: str, recipe: str, minutes: float, n: int, sigma_rel=None) -> tuple[dict, list[Path]]:
+    """A tinydiff recipe trained for ``minutes`` and its samples, one file per draw; with ``sigma_rel``
+    (a recipe that keeps EMA profiles), those of its post-hoc EMA of that length."""
     m = labs[0].trained(f"ttq-{data}-{recipe}", data=data, minutes=minutes, **RECIPES[recipe])
+    if sigma_rel is not None:
+        m = labs[0].averaged(m, sigma_rel)
     classes = "data" if RECIPES[recipe].get("conditional") else None  # labels in the data's proportions
     return m.train, [lab.samples(m, n, classes=classes, **SAMPLING) for lab in labs]
 
@@ -88,6 +94,13 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=["tinydiff", "conditional", "diffusers"], choices=list(RECIPES))
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     parser.add_argument("--cached-only", action="store_true", help="table and curve of the cells computed so far")
+    parser.add_argument(
+        "--sigma-rel",
+        nargs="*",
+        type=float,
+        default=[],
+        help="with --recipes posthoc-ema: also score the post-hoc EMA of each of these relative lengths",
+    )
     scoring_options(parser)
     args = parser.parse_args()
     if args.quick:
@@ -97,19 +110,24 @@ def main() -> None:
     rows = []
     for data in args.data:
         for recipe in args.recipes:
-            for minutes in args.minutes:
+            sigmas = [None, *args.sigma_rel] if RECIPES[recipe].get("posthoc_ema") else [None]
+            for minutes, sigma_rel in itertools.product(args.minutes, sigmas):
+                name = recipe if sigma_rel is None else f"{recipe} {sigma_rel:g}"
                 options = {"n": args.n, "device": args.device, "cached_only": args.cached_only}
                 labs = [Lab("time-to-quality", out, cache, seed=d, **options) for d in range(args.draws)]
                 try:
-                    trained, paths = (peer if recipe == "lucidrains" else ours)(labs, data, recipe, minutes, args.n)
+                    if recipe == "lucidrains":
+                        trained, paths = peer(labs, data, recipe, minutes, args.n)
+                    else:
+                        trained, paths = ours(labs, data, recipe, minutes, args.n, sigma_rel)
                     scores = [lab.score(path, f"{data}:train") for lab, path in zip(labs, paths)]
                 except Pending:  # --cached-only: not computed yet
-                    print(f"{data} {recipe} {minutes:g} min: not computed yet", flush=True)
+                    print(f"{data} {name} {minutes:g} min: not computed yet", flush=True)
                     continue
                 rows.append(
                     {
                         "data": data,
-                        "recipe": recipe,
+                        "recipe": name,
                         "device": device,
                         "minutes": minutes,
                         "steps": trained.get("steps"),
@@ -122,7 +140,7 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
     print_table(
         rows,
-        [("data", "data", "<15"), ("recipe", "recipe", "<12"), ("device", "device", "<12"),
+        [("data", "data", "<15"), ("recipe", "recipe", "<18"), ("device", "device", "<12"),
          ("minutes", "minutes", ">8g"), ("steps", "steps", ">8"), ("images_per_s", "img/s", ">7.0f"),
          ("fid", "FID", ">8.2f"), ("fid_spread", "+-", ">6.2f"), ("fid_floor", "floor", ">7.2f")],
     )  # fmt: skip

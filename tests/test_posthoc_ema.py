@@ -137,3 +137,21 @@ def test_export_sigma_rel_writes_a_model_that_samples(tmp_path, capsys):
     (run / FOLDER).rename(tmp_path / "moved")  # a run trained with the option cannot resume without its profiles
     assert main(f"{train} --posthoc-ema --steps 12 --resume".split()) == 2
     assert "is missing" in capsys.readouterr().err
+
+
+def test_a_lab_scores_a_runs_post_hoc_average_as_its_own_model(tmp_path):
+    """What benchmarks/time_to_quality.py --sigma-rel samples: the run's network with the averaged weights."""
+    from tinydiff.experiments.lab import Lab
+    from tinydiff.training.posthoc import reconstruct
+
+    lab = Lab("t", tmp_path / "out", tmp_path / "cache", quick=True)
+    m = lab.trained("ph", data="digits", minutes=None, steps=8, ckpt_every=4, batch_size=8, posthoc_ema=True)
+    averaged = lab.averaged(m, 0.07)
+    assert averaged.ident != m.ident and averaged.data == m.data
+    expected, step = reconstruct(tmp_path / "cache" / "models" / m.ident, 0.07)
+    assert step == 8
+    for name, value in averaged.model.net.state_dict().items():
+        assert torch.equal(value, expected[name])
+    ema = load(tmp_path / "cache" / "models" / m.ident).net.state_dict()  # the run's own EMA is left as it was
+    assert all(torch.equal(v, ema[k]) for k, v in m.model.net.state_dict().items())
+    assert not all(torch.equal(v, ema[k]) for k, v in averaged.model.net.state_dict().items())

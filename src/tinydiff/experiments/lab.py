@@ -252,6 +252,21 @@ class Lab:
         summary = self.cell("models", {"run": run.name, **recipe}, fit, spent=lambda v: v.get("elapsed_s") or 0.0)
         return Model(run.name, None, options["data"], summary, make=make)
 
+    def averaged(self, m: Model, sigma_rel: float) -> Model:
+        """``m``, a run trained here with posthoc_ema, with its weights averaged after training over a
+        profile of relative length ``sigma_rel`` (training/posthoc.py) in place of its EMA."""
+
+        def make():
+            import copy
+
+            from ..training.posthoc import reconstruct
+
+            model = copy.deepcopy(m.model)  # m's network, trained (again) if this machine lacks the run
+            model.net.load_state_dict(reconstruct(self.cache / "models" / m.ident, sigma_rel)[0])
+            return model
+
+        return Model(f"{m.ident}-sigma{sigma_rel:g}", None, m.data, m.train, make=make)
+
     # -- samples and scores ----------------------------------------------------------------------
     def labels(self, m: Model, n: int, which: str | None = "data") -> torch.Tensor | None:
         """Labels for n samples of a conditional model: in the training data's class proportions

@@ -92,10 +92,11 @@ def snapshots(run: Path) -> list[tuple[int, Path]]:
     return sorted((int(match.group(1)), p) for match, p in found if match)
 
 
-def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _read(path: Path, tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A snapshot's tensors (none with ``tensors=False``) and its metadata."""
     try:
         with safe_open(path, "pt") as handle:
-            return {k: handle.get_tensor(k) for k in handle.keys()}, handle.metadata() or {}
+            return {k: handle.get_tensor(k) for k in handle.keys() if tensors}, handle.metadata() or {}
     except (SafetensorError, OSError) as err:
         raise TinydiffError(f"cannot read EMA profiles {path} ({err})") from None
 
@@ -122,7 +123,7 @@ def average(run: Path, step: int, sigma_rel: float) -> dict[str, torch.Tensor]:
         raise TinydiffError(f"{run} has no EMA profiles up to step {step}")
     stored, files = [], []
     for t, path in found:
-        sigmas = [float(s) for s in _read(path)[1].get("sigma_rel", "").split(",") if s]
+        sigmas = [float(s) for s in _read(path, tensors=False)[1].get("sigma_rel", "").split(",") if s]
         stored += [(t, gamma_of(s)) for s in sigmas]
         files.append((path, len(sigmas)))
     x = iter(coefficients(stored, step, gamma_of(sigma_rel)))
