@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import digit_like_images
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from scipy.integrate import quad
 from torch import nn
 
@@ -134,6 +134,10 @@ def test_export_sigma_rel_writes_a_model_that_samples(tmp_path, capsys):
         err = capsys.readouterr().err
         assert says in err and err.count("\n") == 1, err
         assert not (tmp_path / "no").exists()
+    last = run / FOLDER / "0000008.safetensors"
+    save_file(load_file(last), last, metadata={"step": "8", "sigma_rel": "0.05,wide"})  # a damaged record
+    assert main(f"export --ckpt {run} --sigma-rel 0.1 --out {tmp_path / 'no'}".split()) == 2
+    assert "is not valid" in capsys.readouterr().err and not (tmp_path / "no").exists()
     (run / FOLDER).rename(tmp_path / "moved")  # a run trained with the option cannot resume without its profiles
     assert main(f"{train} --posthoc-ema --steps 12 --resume".split()) == 2
     assert "is missing" in capsys.readouterr().err

@@ -123,8 +123,12 @@ def average(run: Path, step: int, sigma_rel: float) -> dict[str, torch.Tensor]:
         raise TinydiffError(f"{run} has no EMA profiles up to step {step}")
     stored, files = [], []
     for t, path in found:
-        sigmas = [float(s) for s in _read(path, tensors=False)[1].get("sigma_rel", "").split(",") if s]
-        stored += [(t, gamma_of(s)) for s in sigmas]
+        recorded = _read(path, tensors=False)[1].get("sigma_rel", "")
+        try:
+            sigmas = [float(s) for s in recorded.split(",")]
+            stored += [(t, gamma_of(s)) for s in sigmas]
+        except ValueError:
+            raise TinydiffError(f"EMA profiles {path}: its sigma_rel record {recorded!r} is not valid") from None
         files.append((path, len(sigmas)))
     x = iter(coefficients(stored, step, gamma_of(sigma_rel)))
     total: dict[str, torch.Tensor] = {}
