@@ -10,6 +10,15 @@ import torch
 from torch import nn
 
 
+@torch.no_grad()
+def _blend(shadow: nn.Module, net: nn.Module, weight: float) -> None:
+    """shadow's parameters move ``weight`` of the way to net's; its buffers are copied."""
+    # one fused call over all tensors: the same arithmetic as a lerp_ per tensor, less overhead on CPU
+    torch._foreach_lerp_(list(shadow.parameters()), [p.detach() for p in net.parameters()], weight)
+    for mine, buffer in zip(shadow.buffers(), net.buffers()):
+        mine.copy_(buffer)
+
+
 class EMA:
     """shadow <- d * shadow + (1 - d) * params after every optimizer step.
 
@@ -28,13 +37,8 @@ class EMA:
     def decay_at(self, step: int) -> float:
         return min(self.decay, (1 + step) / (10 + step))
 
-    @torch.no_grad()
     def update(self, net: nn.Module, step: int) -> None:
-        weight = 1.0 - self.decay_at(step)
-        # one fused call over all tensors: the same arithmetic as a lerp_ per tensor, less overhead on CPU
-        torch._foreach_lerp_(list(self.shadow.parameters()), [p.detach() for p in net.parameters()], weight)
-        for shadow, buffer in zip(self.shadow.buffers(), net.buffers()):
-            shadow.copy_(buffer)
+        _blend(self.shadow, net, 1.0 - self.decay_at(step))
 
 
 # -- Power-function EMA profiles (Karras et al. 2024, "Analyzing and Improving the Training Dynamics
@@ -69,9 +73,5 @@ class PowerEMA:
         self.gamma = gamma_of(sigma_rel)
         self.shadow = copy.deepcopy(net).eval().requires_grad_(False)
 
-    @torch.no_grad()
     def update(self, net: nn.Module, t: int) -> None:
-        weight = 1.0 - (1.0 - 1.0 / t) ** (self.gamma + 1)
-        torch._foreach_lerp_(list(self.shadow.parameters()), [p.detach() for p in net.parameters()], weight)
-        for shadow, buffer in zip(self.shadow.buffers(), net.buffers()):
-            shadow.copy_(buffer)
+        _blend(self.shadow, net, 1.0 - (1.0 - 1.0 / t) ** (self.gamma + 1))

@@ -75,7 +75,7 @@ class Profiles:
             raise TinydiffError(f"cannot resume {run}: it keeps EMA profiles (--posthoc-ema) and {path} is missing")
         tensors, _ = _read(path)
         for i, average in enumerate(self.averages):
-            average.shadow.load_state_dict({k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith(f"{i}/")})
+            average.shadow.load_state_dict(_profile(tensors, i))
 
     @staticmethod
     def forget_after(run: Path, step: int) -> None:
@@ -90,6 +90,11 @@ def snapshots(run: Path) -> list[tuple[int, Path]]:
     folder = Path(run) / FOLDER
     found = [(SNAPSHOT.fullmatch(p.name), p) for p in folder.iterdir()] if folder.is_dir() else []
     return sorted((int(match.group(1)), p) for match, p in found if match)
+
+
+def _profile(tensors: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+    """The state dict of a snapshot's i-th average (its tensors are named "i/NAME")."""
+    return {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith(f"{i}/")}
 
 
 def _read(path: Path, tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -132,14 +137,12 @@ def average(run: Path, step: int, sigma_rel: float) -> dict[str, torch.Tensor]:
         files.append((path, len(sigmas)))
     x = iter(coefficients(stored, step, gamma_of(sigma_rel)))
     total: dict[str, torch.Tensor] = {}
-    for path, count in files:  # one snapshot in memory at a time
+    for path, count in files:  # one snapshot in memory at a time, oldest first
         tensors, _ = _read(path)
         for i in range(count):
             weight = next(x)
-            for key, value in tensors.items():
-                if key.startswith(f"{i}/") and value.is_floating_point():
-                    name = key.split("/", 1)[1]
+            for name, value in _profile(tensors, i).items():
+                if value.is_floating_point():
                     total[name] = total.get(name, 0.0) + weight * value.double()
-    newest, _ = _read(found[-1][1])
-    state = {k.split("/", 1)[1]: v for k, v in newest.items() if k.startswith("0/")}  # buffers: the newest
-    return {k: total[k].to(v.dtype) if k in total else v for k, v in state.items()}
+    newest = _profile(tensors, 0)  # the last snapshot read: buffers come from it
+    return {k: total[k].to(v.dtype) if k in total else v for k, v in newest.items()}
