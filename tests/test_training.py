@@ -170,11 +170,16 @@ def test_channels_sets_the_unet_width_and_is_checked(npz, tmp_path):
         Trainer(_config(npz, tmp_path / "bad", channels=10))
 
 
+def _one_step(npz, out, *flags: str):
+    """`tinydiff train` for one step of 4 images with ``flags`` (and the settings _config gives); the model."""
+    args = ["train", "--data", str(npz), "--out", str(out), "--steps", "1", "--batch-size", "4"]
+    args += ["--lr", "1e-3", "--warmup", "2", "--lr-schedule", "constant", "--sample-grid", "0", "--quiet"]
+    assert main([*args, *flags]) == 0
+    return load(out)
+
+
 def test_channel_mults_set_the_level_widths_and_resume(npz, tmp_path):
-    args = ["train", "--data", str(npz), "--out", str(tmp_path / "m"), "--steps", "1", "--batch-size", "4"]
-    args += ["--lr", "1e-3", "--warmup", "2", "--lr-schedule", "constant"]
-    assert main([*args, "--sample-grid", "0", "--quiet", "--channels", "8", "--channel-mults", "1,1,2"]) == 0
-    model = load(tmp_path / "m")
+    model = _one_step(npz, tmp_path / "m", "--channels", "8", "--channel-mults", "1,1,2")
     assert model.config["net"]["channel_mults"] == [1, 1, 2]
     assert [b.res.conv1.out_channels for b in model.net.down if hasattr(b, "res")] == [8, 8, 16]
     config = _config(npz, tmp_path / "m", steps=2, batch_size=4, channels=8, channel_mults=(1, 1, 2))  # a tuple
@@ -184,6 +189,22 @@ def test_channel_mults_set_the_level_widths_and_resume(npz, tmp_path):
         Trainer(_config(npz, tmp_path / "bad", channel_mults=[1, 0]))
     with pytest.raises(SystemExit):
         main(["train", "--channel-mults", "1,two"])
+
+
+def test_blocks_per_level_sets_each_levels_depth_and_resumes(npz, tmp_path):
+    model = _one_step(npz, tmp_path / "d", "--channels", "8", "--blocks-per-level", "1,1,2")
+    assert model.config["net"]["blocks_per_level"] == [1, 1, 2]
+    down = [b.res.conv1.out_channels for b in model.net.down if hasattr(b, "res")]
+    up = [b.res.conv1.out_channels for b in model.net.up if hasattr(b, "res")]
+    assert (down, up) == ([8, 16, 16, 16], [16, 16, 16, 16, 16, 8, 8])  # 1, 1, 2 down; one more each on the way up
+    x = torch.randn(2, *model.config["net"]["image_shape"])
+    assert model.net(x, torch.tensor([0, 999])).shape == x.shape
+    Trainer(
+        _config(npz, tmp_path / "d", steps=2, batch_size=4, channels=8, blocks_per_level=(1, 1, 2)), resume=True
+    ).run(progress=False)
+    assert [c.name for c in list_checkpoints(tmp_path / "d")][-1] == "ckpt-0000002"
+    with pytest.raises(ValueError, match="blocks_per_level \\[1, 2\\]: 2 counts for 3 resolution levels"):
+        Trainer(_config(npz, tmp_path / "bad", blocks_per_level=[1, 2]))  # the command line prints it as one line
 
 
 def test_resume_refuses_another_config_and_fresh_runs_refuse_old_dirs(npz, tmp_path):

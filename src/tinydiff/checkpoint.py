@@ -240,6 +240,10 @@ def _integers(low: int, high: int, min_len: int, max_len: int) -> Rule:
     return accepts, f"a list of {count} integers in [{low}, {high}]"
 
 
+def _either(first: Rule, second: Rule) -> Rule:
+    return (lambda v: first[0](v) or second[0](v)), f"{first[1]}, or {second[1]}"
+
+
 def _optional(rule: Rule) -> Rule:
     return (lambda v: v is None or rule[0](v)), f"{rule[1]}, or null"
 
@@ -260,7 +264,7 @@ NET_FIELDS: dict[str, dict[str, tuple[Rule, bool]]] = {
     "unet": {
         "channels": (_integer(1, MAX_SIDE), True),
         "channel_mults": (_integers(1, MAX_COUNT, 1, 16), True),
-        "blocks_per_level": (_integer(1, MAX_COUNT), True),
+        "blocks_per_level": (_either(_integer(1, MAX_COUNT), _integers(1, MAX_COUNT, 1, 16)), True),
         "attention_levels": (_optional(_integers(0, 15, 0, 16)), False),
         "heads": (_integer(1, MAX_COUNT), False),
         "dropout": (FRACTION, False),

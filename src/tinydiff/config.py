@@ -137,6 +137,13 @@ class TrainConfig:
         _or_none(_positive_ints),
         "positive integers, one per resolution level (e.g. 1,2,2)",
     )
+    blocks_per_level: list[int] | None = option(
+        None,
+        "U-Net residual blocks at each resolution level, e.g. 1,1,2 (default: the preset's)",
+        _or_none(_positive_ints),
+        "positive integers, one per resolution level (e.g. 1,1,2)",
+        keyed_at_default=False,
+    )
     steps: int | None = option(
         None,
         f"optimizer steps in total (default: {DEFAULT_STEPS}, or as many as --minutes allows)",
@@ -332,6 +339,8 @@ class TrainConfig:
             self.steps = DEFAULT_STEPS if self.minutes is None else UNLIMITED_STEPS
         if self.channel_mults is not None:  # a list, as it reads back from a checkpoint's JSON (resume compares them)
             self.channel_mults = list(self.channel_mults)
+        if self.blocks_per_level is not None:
+            self.blocks_per_level = list(self.blocks_per_level)
 
 
 def default_out(data: str) -> str:

@@ -1,7 +1,8 @@
 """The denoising U-Net (DDPM, Ho et al. 2020, Appendix B; with ADM's adaptive GroupNorm,
 Dhariwal & Nichol 2021, Sec. 3).
 
-Structure: a 3x3 stem; per resolution level ``blocks_per_level`` residual blocks (optionally
+Structure: a 3x3 stem; per resolution level ``blocks_per_level`` residual blocks (one count for
+every level, or one per level: depth where it is cheap, at the low resolutions; optionally
 followed by self-attention) and a stride-2 downsample; a middle of ResBlock-Attention-ResBlock
 at the lowest resolution; the mirrored up path, each block taking the matching skip by
 concatenation; GroupNorm-SiLU-conv out. The time (and class) embedding modulates every
@@ -116,7 +117,7 @@ class UNet(nn.Module):
         in_channels: int = 1,
         channels: int = 32,
         channel_mults: tuple[int, ...] = (1, 2, 2),
-        blocks_per_level: int = 1,
+        blocks_per_level: int | tuple[int, ...] = 1,
         attention_levels: tuple[int, ...] | None = None,
         heads: int = 4,
         dropout: float = 0.0,
@@ -127,6 +128,11 @@ class UNet(nn.Module):
     ):
         super().__init__()
         levels = len(channel_mults)
+        blocks = [blocks_per_level] * levels if isinstance(blocks_per_level, int) else list(blocks_per_level)
+        if len(blocks) != levels:
+            raise ValueError(
+                f"blocks_per_level {blocks_per_level}: {len(blocks)} counts for {levels} resolution levels"
+            )
         attention_levels = (levels - 1,) if attention_levels is None else tuple(attention_levels)
         emb_dim = 4 * channels
         self.num_classes = num_classes
@@ -142,7 +148,7 @@ class UNet(nn.Module):
         self.down = nn.ModuleList()
         skips, width = [channels], channels
         for level, mult in enumerate(channel_mults):
-            for _ in range(blocks_per_level):
+            for _ in range(blocks[level]):
                 self.down.append(Block(width, channels * mult, emb_dim, level in attention_levels, heads, dropout))
                 width = channels * mult
                 skips.append(width)
@@ -156,7 +162,7 @@ class UNet(nn.Module):
 
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mults))):
-            for _ in range(blocks_per_level + 1):
+            for _ in range(blocks[level] + 1):
                 self.up.append(
                     Block(width + skips.pop(), channels * mult, emb_dim, level in attention_levels, heads, dropout)
                 )

@@ -150,6 +150,7 @@ class Trainer:
                 dropout=config.dropout if config.net == "unet" else None,
                 channels=config.channels if config.net == "unet" else None,
                 channel_mults=config.channel_mults if config.net == "unet" else None,
+                blocks_per_level=config.blocks_per_level if config.net == "unet" else None,
                 num_classes=data.num_classes if config.conditional else None,
                 text_dim=ENCODERS[config.text] if config.text else None,
                 self_condition=True if config.self_condition else None,
