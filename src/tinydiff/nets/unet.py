@@ -2,11 +2,10 @@
 Dhariwal & Nichol 2021, Sec. 3).
 
 Structure: a 3x3 stem; per resolution level ``blocks_per_level`` residual blocks (one count for
-every level, or one per level: depth where it is cheap, at the low resolutions; optionally
-followed by self-attention) and a stride-2 downsample; a middle of ResBlock-Attention-ResBlock
-at the lowest resolution; the mirrored up path, each block taking the matching skip by
-concatenation; GroupNorm-SiLU-conv out. The time (and class) embedding modulates every
-ResBlock through adaptive GroupNorm: norm(h) * (1 + scale) + shift.
+all levels, or one per level), each optionally followed by self-attention, and a stride-2
+downsample; a middle of ResBlock-Attention-ResBlock at the lowest resolution; the mirrored up
+path, each block taking the matching skip by concatenation; GroupNorm-SiLU-conv out. The time
+(and class) embedding modulates every ResBlock through adaptive GroupNorm: norm(h) * (1 + scale) + shift.
 Any input size works (28x28 needs no padding): upsampling goes back to the skip's exact size.
 """
 
