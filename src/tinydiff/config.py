@@ -337,10 +337,9 @@ class TrainConfig:
             self.out = default_out(self.data)
         if self.steps is None:  # a --minutes run stops when its budget is spent
             self.steps = DEFAULT_STEPS if self.minutes is None else UNLIMITED_STEPS
-        if self.channel_mults is not None:  # a list, as it reads back from a checkpoint's JSON (resume compares them)
-            self.channel_mults = list(self.channel_mults)
-        if self.blocks_per_level is not None:
-            self.blocks_per_level = list(self.blocks_per_level)
+        for name in ("channel_mults", "blocks_per_level"):  # lists, as they read back from a checkpoint's JSON
+            if getattr(self, name) is not None:  # (resume compares them)
+                setattr(self, name, list(getattr(self, name)))
 
 
 def default_out(data: str) -> str:
