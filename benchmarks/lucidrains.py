@@ -102,7 +102,8 @@ def train(data: str, minutes: float, run: Path, seed: int = 0) -> dict:
 
 
 def samples(run: Path, n: int, seed: int, path: Path, chunk: int = 256) -> Path:
-    """n samples of the trained peer (its DDIM, 20 steps) as a tinydiff .npz, cropped to the data's size."""
+    """n samples of the trained peer (its DDIM, 20 steps) as a tinydiff .npz, cropped to the data's size.
+    Each chunk is kept as it is drawn (PATH-partK.pt), so that a cut run resumes at its next chunk."""
     from tinydiff.viz import save_npz
 
     if path.exists():
@@ -113,9 +114,15 @@ def samples(run: Path, n: int, seed: int, path: Path, chunk: int = 256) -> Path:
     diffusion.load_state_dict(torch.load(run / "ema.pt"))
     diffusion.eval()
     parts = []
-    with torch.no_grad():
-        for k, begin in enumerate(range(0, n, chunk)):
+    for k, begin in enumerate(range(0, n, chunk)):
+        part = path.with_name(f"{path.stem}-part{k}.pt")
+        if not part.exists():
             torch.manual_seed(seed * 1_000_003 + k)
-            x = diffusion.sample(batch_size=min(chunk, n - begin))  # [0, 1]
-            parts.append(x[:, :, pad : pad + size, pad : pad + size] * 2 - 1)
-    return save_npz(torch.cat(parts), path)
+            with torch.no_grad():
+                x = diffusion.sample(batch_size=min(chunk, n - begin))  # [0, 1]
+            torch.save(x[:, :, pad : pad + size, pad : pad + size] * 2 - 1, part)
+        parts.append(part)
+    saved = save_npz(torch.cat([torch.load(part) for part in parts]), path)
+    for part in parts:
+        part.unlink()
+    return saved
