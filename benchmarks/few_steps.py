@@ -9,7 +9,7 @@ minutes). The teacher samples with DDIM (eta 0), with DPM-Solver++(2M) (eta 0) a
 variant (eta 3); the students with what their checkpoint records (DDIM over the trailing timesteps
 they were trained for; a consistency student with its own sampler at each number of evaluations
 asked). Cached under runs/reproduce like `tinydiff reproduce`: a cut run continues. Prints a table,
-writes benchmarks/results/few_steps.json.
+writes benchmarks/results/few_steps.json (few_steps_DATA.json for a teacher of other data than MNIST).
 
     .venv/bin/python benchmarks/few_steps.py [--students runs/distill-mnist] [--consistency runs/cd]
         [--teacher pretrained:mnist] [--evaluations 1 2 4] [--teacher-samplers dpm++2m ddim "dpm++2m, eta 3"]
@@ -61,6 +61,7 @@ def main() -> None:
         scores = [lab.score(path, m.data) for lab, path in zip(draws, paths)]
         record = draws[0].sampling_record(paths[0])
         return {
+            "data": m.data,
             "model": model,
             "evaluations": evaluations,
             "nfe": record["nfe"],
@@ -92,7 +93,8 @@ def main() -> None:
         [("model", "model", "<40"), ("nfe", "NFE", ">5g"), ("fid", "FID", ">8.2f"), ("fid_spread", "+-", ">6.2f"),
          ("fid_floor", "floor", ">7.2f"), ("kid", "KID", ">9.4f"), ("seconds", f"s/{args.n}", ">9.1f")],
     )  # fmt: skip
-    write_json("few_steps", args.quick, rows=rows)
+    data = rows[0]["data"]
+    write_json("few_steps" if data == "mnist" else f"few_steps_{data}", args.quick, rows=rows)
 
 
 if __name__ == "__main__":
