@@ -18,7 +18,7 @@ The conditional recipe is sampled with labels in the data's proportions. Not run
 --recipes constant-lr, the default recipe with a constant learning rate (a lever); hflip, the
 conditional recipe with random horizontal flips (a lever for Fashion-MNIST, not for digits); wide, the
 conditional recipe with a U-Net of twice the width (32 channels, 4x the parameters: a lever where the data
-has more detail than digits); posthoc-ema,
+has more detail than digits); wider, the same at three times the width (48 channels); posthoc-ema,
 the conditional recipe keeping EMA profiles (--posthoc-ema: the same training), scored with its EMA and,
 for each --sigma-rel S, with the average made after training over S of its steps (a lever); lucidrains,
 lucidrains' denoising-diffusion-pytorch as a replication of DDPM set it up (lucidrains.py; installed
@@ -49,6 +49,7 @@ RECIPES = {
     "constant-lr": {"amp": True, "lr_schedule": "constant"},  # the same without the learning rate's decay
     "hflip": {"amp": True, "conditional": True, "hflip": True},  # conditional, with random horizontal flips
     "wide": {"amp": True, "conditional": True, "channels": 32},  # conditional, the U-Net twice as wide (tiny)
+    "wider": {"amp": True, "conditional": True, "channels": 48},  # conditional, the U-Net three times as wide
     # conditional, also keeping EMA profiles (the same training; tinydiff export --sigma-rel then picks the length)
     "posthoc-ema": {"amp": True, "conditional": True, "posthoc_ema": True},
     "diffusers": {
