@@ -61,6 +61,7 @@ def sample(
     guidance: float = 0.0,
     guidance_interval: tuple[float, float] | None = None,
     dynamic_threshold: float | None = None,
+    guide: DiffusionModel | str | Path | None = None,
     x_T: torch.Tensor | None = None,
     callback=None,
     progress: bool = False,
@@ -84,7 +85,10 @@ def sample(
     only at noise levels sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) in ``guidance_interval`` =
     (sigma_lo, sigma_hi] if one is given (Kynkaanniemi et al. 2024). ``dynamic_threshold`` p
     replaces the clip of x0 to [-1, 1] by Imagen's dynamic thresholding at the p-th percentile of
-    |x0| (e.g. 0.995; for large guidance weights). ``prompts`` (text, or a list: see
+    |x0| (e.g. 0.995; for large guidance weights). ``guide`` (a weaker model of the same data, e.g.
+    the run's ``guide`` folder that ``train --guide-at`` writes) turns the guidance into autoguidance
+    (Karras et al. 2024): D_w = (1 + w) D - w D_guide, with the same weight and interval, for
+    conditional and unconditional models alike. ``prompts`` (text, or a list: see
     :func:`prompt_vectors`) do the same for a text-conditioned model. Without labels or prompts a
     conditional model samples unconditionally (its null class, or the empty prompt). ``x_T`` [n, C, H, W] gives
     the starting noise (e.g. latents from :func:`invert`) instead of drawing it.
@@ -97,6 +101,8 @@ def sample(
         raise TinydiffError(f"the batch size must be a positive integer, got {batch_size!r}")
     if not math.isfinite(guidance):
         raise TinydiffError(f"the guidance weight must be a finite number, got {guidance}")
+    if guide is not None and not isinstance(guide, DiffusionModel):
+        guide = load(guide, device=model.device)
     recipe = sampling_recipe(model)
     if sampler is None or sampler == recipe["sampler"]:
         sampler = recipe["sampler"]
@@ -144,7 +150,7 @@ def sample(
 
     chunks = [
         sample_fn(
-            model.denoiser(y, guidance, guidance_interval, dynamic_threshold),
+            model.denoiser(y, guidance, guidance_interval, dynamic_threshold, guide),
             model.schedule,
             chunk,
             timesteps,

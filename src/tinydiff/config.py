@@ -220,6 +220,14 @@ class TrainConfig:
         **BOOL,
         keyed_at_default=False,
     )
+    guide_at: float | None = option(
+        None,
+        "also keep the EMA weights as they are at this fraction of the run (e.g. 0.2) in OUT/guide, written once: "
+        "a weaker model of the same data, to sample the final one with autoguidance (sample --guide OUT/guide)",
+        _or_none(_real(lambda v: 0 < v < 1)),
+        "a fraction in (0, 1)",
+        keyed_at_default=False,
+    )
     grad_clip: float = option(
         1.0,
         "the largest gradient norm (clip_grad_norm_); inf: no clipping",
@@ -353,7 +361,7 @@ def default_out(data: str) -> str:
 # Fields that may differ when a run is resumed; everything else must match the checkpoint.
 RESUMABLE_CHANGES = {
     *("steps", "minutes", "out", "ckpt_every", "log_every", "grid_every", "logger", "keep", "sample_grid"),
-    *("device", "compile"),
+    *("device", "compile", "guide_at"),
 }
 
 

@@ -38,6 +38,16 @@ Sample and Distribution Quality in Diffusion Models"): guidance only where the n
 lies in (sigma_lo, sigma_hi]; elsewhere the conditional model alone, one network evaluation per
 image. Guiding at high noise mostly removes diversity and at low noise does little, so limiting it
 keeps the class fidelity and loses less of the distribution.
+
+Autoguidance (Karras et al. 2024, "Guiding a Diffusion Model with a Bad Version of Itself"): the
+same extrapolation, away from a weaker model of the same data and condition instead of the
+unconditional prediction:
+    D_w(x_t; y) = (1 + w) D(x_t; y) - w D_bad(x_t; y)                   (their eq. 2, w_theirs = 1 + w)
+The two models' errors point the same way where the good one is still wrong, so stepping away from
+the bad one removes part of the good one's error; unlike classifier-free guidance it does not trade
+the distribution's spread for fidelity, and it works for unconditional models too. The weaker model
+can be the same network earlier in its own training (``tinydiff train --guide-at``). Both (eps, x0)
+pairs are consistent with x_t and the weights sum to one, so their combination is too.
 """
 
 from __future__ import annotations
@@ -172,6 +182,16 @@ def check_interval(interval) -> tuple[float, float] | None:
     return lo, hi
 
 
+def interval_weight(schedule: NoiseSchedule, t: torch.Tensor, w: float, interval, dtype) -> torch.Tensor:
+    """The guidance weight of each row [N]: w where sigma_t lies in ``interval`` (or everywhere
+    without one), else 0."""
+    weight = torch.full((len(t),), float(w), dtype=dtype)
+    if interval is not None:
+        sigma = schedule.snr(t).rsqrt().cpu()
+        weight = weight * ((sigma > interval[0]) & (sigma <= interval[1]))
+    return weight
+
+
 def guided_denoiser(
     net: Callable,
     schedule: NoiseSchedule,
@@ -196,12 +216,9 @@ def guided_denoiser(
 
     def denoise(x_t: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
         t = torch.as_tensor(t, dtype=torch.long, device=x_t.device).expand(x_t.shape[0])
-        weight = torch.full((len(t),), float(w), dtype=x_t.dtype)
-        if interval is not None:
-            sigma = schedule.snr(t).rsqrt()
-            weight = weight * ((sigma > interval[0]) & (sigma <= interval[1]))
-            if not weight.any():  # outside the interval: the conditional model, half the work
-                return conditional(x_t, t)
+        weight = interval_weight(schedule, t, w, interval, x_t.dtype)
+        if not weight.any():  # outside the interval: the conditional model, half the work
+            return conditional(x_t, t)
         extra = {} if self_condition is None else self_condition.inputs(x_t, copies=2)
         both = net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, null]).to(x_t.device), **extra)
         cond, uncond = both.to(x_t.dtype).chunk(2)
@@ -212,6 +229,27 @@ def guided_denoiser(
         return eps, x0
 
     return denoise
+
+
+def autoguided(
+    denoise: Denoiser, guide: Denoiser, schedule: NoiseSchedule, w: float, interval: tuple[float, float] | None = None
+) -> Denoiser:
+    """``denoise`` guided away from ``guide`` (a weaker model's denoiser for the same condition) with
+    weight w, only at noise levels sigma_t in ``interval`` = (sigma_lo, sigma_hi] when one is given;
+    elsewhere ``denoise`` alone, one network evaluation."""
+    interval = check_interval(interval)
+
+    def denoise_guided(x_t: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        t = torch.as_tensor(t, dtype=torch.long, device=x_t.device).expand(x_t.shape[0])
+        eps, x0 = denoise(x_t, t)
+        weight = interval_weight(schedule, t, w, interval, x_t.dtype)
+        if not weight.any():
+            return eps, x0
+        eps_bad, x0_bad = guide(x_t, t)
+        weight = broadcast(weight, x0)
+        return eps + weight * (eps - eps_bad), x0 + weight * (x0 - x0_bad)  # = (1 + w) D - w D_bad
+
+    return denoise_guided
 
 
 def build_denoiser(

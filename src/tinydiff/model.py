@@ -14,7 +14,7 @@ from torch import nn
 
 from .checkpoint import build_checked, load_weights, read_config, resolve_checkpoint, weights_file
 from .config import resolve_device
-from .denoiser import Denoiser, build_denoiser
+from .denoiser import Denoiser, autoguided, bounded, build_denoiser
 from .errors import TinydiffError
 from .schedule import NoiseSchedule
 
@@ -80,26 +80,46 @@ class DiffusionModel:
         guidance: float = 0.0,
         interval: tuple[float, float] | None = None,
         threshold: float | None = None,
+        guide: DiffusionModel | None = None,
     ) -> Denoiser:
         """``denoise(x_t, t) -> (eps, x0)`` for the samplers (denoiser.build_denoiser): unconditional
         (the null class of a conditional model) when labels is None, else for class ``labels`` [N]
         with classifier-free guidance weight ``guidance``, only at noise levels sigma_t in
-        ``interval`` = (sigma_lo, sigma_hi] if one is given. A model trained with the clip-aware loss
+        ``interval`` = (sigma_lo, sigma_hi] if one is given. With a ``guide`` (a weaker model of the
+        same data: :meth:`check_guide`) the weight and interval are autoguidance's instead
+        (denoiser.autoguided). A model trained with the clip-aware loss
         clips its x0 to [-1, 1] always; ``threshold`` p thresholds it dynamically at the p-th
         percentile of |x0| instead (Imagen). A self-conditioned model's denoiser carries the previous
         step's x0: make one per trajectory."""
-        return build_denoiser(
+        denoise = build_denoiser(
             self.net,
             self.schedule,
             self.prediction,
             num_classes=self.num_classes,
             labels=None if labels is None else labels.to(self.device),
-            guidance=guidance,
-            interval=interval,
+            guidance=0.0 if guide is not None else guidance,
+            interval=None if guide is not None else interval,
             self_condition=bool(self.config["net"].get("self_condition")),
             clip_aware=self.clip_aware,
             threshold=threshold,
         )
+        if guide is None:
+            return denoise
+        self.check_guide(guide)
+        if not guidance > 0:
+            raise TinydiffError(f"autoguidance needs a guidance weight w > 0 (--guidance), got {guidance:g}")
+        denoise = autoguided(denoise, guide.denoiser(labels, threshold=threshold), self.schedule, guidance, interval)
+        return bounded(denoise, self.schedule, threshold) if self.clip_aware or threshold is not None else denoise
+
+    def check_guide(self, guide: DiffusionModel) -> None:
+        """Refuse a guide that cannot guide this model: another image shape, noise schedule or condition."""
+        mine = (self.image_shape, self.num_classes, self.text_encoder)
+        theirs = (guide.image_shape, guide.num_classes, guide.text_encoder)
+        for what, a, b in zip(("image shape", "classes", "text encoder"), mine, theirs):
+            if a != b:
+                raise TinydiffError(f"the guide model's {what} ({b}) differs from the model's ({a})")
+        if not torch.equal(self.schedule.alpha_bar, guide.schedule.alpha_bar):
+            raise TinydiffError("the guide model has another noise schedule: its timesteps are other noise levels")
 
     @property
     def clip_aware(self) -> bool:

@@ -87,11 +87,12 @@ def output_path(given: str | Path | None, default: str, overwrite: bool = False)
 
 
 def model_name(ckpt: str | None) -> str:
-    """A checkpoint's name in output file names: pretrained-mnist, demo (runs/demo), demo-ckpt-000500."""
+    """A checkpoint's name in output file names: pretrained-mnist, demo (runs/demo), demo-ckpt-000500,
+    demo-guide."""
     if ckpt is None or str(ckpt).startswith("pretrained:"):
         return str(ckpt or "pretrained:mnist").replace(":", "-")
     path = Path(ckpt).resolve()
-    return f"{path.parent.name}-{path.name}" if path.name.startswith("ckpt-") else path.name
+    return f"{path.parent.name}-{path.name}" if path.name.startswith("ckpt-") or path.name == "guide" else path.name
 
 
 class _Parser(argparse.ArgumentParser):

@@ -101,6 +101,7 @@ def run_fid(args) -> None:
 
 def run_eval(args) -> None:
     import tempfile
+    from contextlib import nullcontext
 
     from ..api import class_labels, sampling_recipe
     from ..model import load
@@ -115,9 +116,11 @@ def run_eval(args) -> None:
         # a run keeps its samples in its folder; a shipped model's go away after scoring unless --out
         folder = Path(scratch) if args.ckpt.startswith("pretrained:") else Path(args.ckpt)
         out = output_path(args.out, str(folder / name), args.overwrite)
-        with model.count_evaluations() as count:
-            images = draw(args, model, n, labels, progress=not args.quiet)
+        guide = load(args.guide, device=model.device) if args.guide else None
+        with model.count_evaluations() as count, guide.count_evaluations() if guide else nullcontext() as extra:
+            images = draw(args, model, n, labels, guide=guide, progress=not args.quiet)
         save_npz(images, out, labels)
         if args.out or folder != Path(scratch):
             print(f"samples: {out}", file=sys.stderr)
-        score(args, str(out), reference, {"nfe": count["images"] / n})  # network evaluations per sample
+        evaluations = count["images"] + (extra["images"] if guide else 0)
+        score(args, str(out), reference, {"nfe": evaluations / n})  # network evaluations per sample, the guide's too

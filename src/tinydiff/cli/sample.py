@@ -85,6 +85,14 @@ def guidance_options(p: argparse.ArgumentParser) -> None:
     )
     guidance_interval_option(p)
     p.add_argument(
+        "--guide",
+        default=None,
+        metavar="CKPT",
+        help="autoguidance (Karras et al. 2024): guide away from this weaker model of the same data (e.g. "
+        "RUN/guide, which train --guide-at writes) instead of the unconditional model, with weight --guidance: "
+        "D = (1 + w) D(x) - w D_guide(x); for unconditional models too. Twice the network evaluations where it guides",
+    )
+    p.add_argument(
         "--dynamic-threshold",
         type=finite,
         default=None,
@@ -110,8 +118,7 @@ def draw(args, model, n: int, labels, **more):
         guidance=args.guidance,
         guidance_interval=args.guidance_interval,
         dynamic_threshold=args.dynamic_threshold,
-        **sampler_kwargs(args),
-        **more,
+        **{"guide": args.guide, **sampler_kwargs(args), **more},
     )
 
 
@@ -124,8 +131,10 @@ def sampling_tag(args, conditional: bool) -> str:
         parts += ["prompt-" + "-".join(re.sub(r"[^a-z0-9]+", "", p.lower())[:16] or "empty" for p in args.prompt[:4])]
     if conditional or args.prompt:
         parts += [f"class{args.label}"] if args.label not in (None, "all") else []
+    if conditional or args.prompt or args.guide:
         parts += [f"w{args.guidance:g}"]
         parts += [f"gi{args.guidance_interval[0]:g}-{args.guidance_interval[1]:g}"] if args.guidance_interval else []
+    parts += [f"by-{model_name(args.guide)}"] if args.guide else []
     parts += [f"dt{args.dynamic_threshold:g}"] if args.dynamic_threshold is not None else []
     parts += [f"seed{args.seed}"] if args.seed else []
     return "-".join(parts)

@@ -21,6 +21,7 @@ import errno
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -31,7 +32,15 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..checkpoint import RunLock, list_checkpoints, load_trainer_state, load_weights, read_config, save_checkpoint
+from ..checkpoint import (
+    RunLock,
+    export_model,
+    list_checkpoints,
+    load_trainer_state,
+    load_weights,
+    read_config,
+    save_checkpoint,
+)
 from ..config import RESUMABLE_CHANGES, TrainConfig, validate
 from ..data import ImageData, load_dataset
 from ..errors import TinydiffError
@@ -47,6 +56,7 @@ from .posthoc import Profiles
 
 LOSS_BUCKETS = 10  # loss_t is reported as the mean loss in 10 equal bands of timesteps
 LOG_FILE = "log.jsonl"
+GUIDE = "guide"  # --guide-at's model, in the run's folder
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # finish the step, checkpoint, exit 128 + signal number
 
 
@@ -62,16 +72,22 @@ AMP_WITH_COMPILE = (
 )
 
 
+def run_progress(config: TrainConfig, step: int, elapsed_s: float = 0.0) -> float:
+    """How much of the run is done, in [0, 1]: ``step`` of ``steps`` or, with a ``minutes`` budget,
+    the share of it spent, whichever is further."""
+    progress = step / config.steps
+    if config.minutes:
+        progress = max(progress, elapsed_s / (60 * config.minutes))
+    return min(1.0, progress)
+
+
 def learning_rate(config: TrainConfig, step: int, elapsed_s: float = 0.0) -> float:
     """Linear warm-up over ``warmup`` steps, then constant, or a cosine or linear decay to zero at
     the end of the run: ``steps`` steps or, with a ``minutes`` budget, whichever comes first."""
     warm = min(1.0, (step + 1) / max(1, config.warmup))
     if config.lr_schedule == "constant":
         return config.lr * warm
-    progress = step / config.steps
-    if config.minutes:
-        progress = max(progress, elapsed_s / (60 * config.minutes))
-    progress = min(1.0, progress)
+    progress = run_progress(config, step, elapsed_s)
     if config.lr_schedule == "cosine":
         return config.lr * warm * 0.5 * (1 + math.cos(math.pi * progress))
     return config.lr * warm * (1 - progress)  # linear decay to zero
@@ -348,6 +364,20 @@ class Trainer:
             self.config.keep,
         )
 
+    def guide_due(self) -> bool:
+        """--guide-at: the run has reached that fraction and OUT/guide is not written yet."""
+        at = self.config.guide_at
+        reached = bool(at) and run_progress(self.config, self.step, self.elapsed_s) >= at
+        return reached and not (self.out / GUIDE).exists()
+
+    def save_guide(self, ckpt: Path) -> None:
+        """The EMA weights of checkpoint ``ckpt`` as OUT/guide, an inference-only model as ``tinydiff
+        export`` writes it (written beside and renamed: a cut run leaves all of it or none)."""
+        partial = self.out / (GUIDE + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        export_model(ckpt, partial)
+        os.replace(partial, self.out / GUIDE)
+
     def train_step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
         """One optimizer step on one global batch; returns (loss, per-sample losses, timesteps)."""
         config = self.config
@@ -532,8 +562,11 @@ class Trainer:
                 bar.update(min(round(self.elapsed_s), bar.total) - bar.n if timed else 1)
                 self._sync_clock()
                 stop = self.dist.largest(self._stop_signal, self.device)  # any rank's signal stops every rank
-                if main and (self.step % config.ckpt_every == 0 or last or self.budget_spent() or stop):
+                guide = main and self.guide_due()
+                if main and (self.step % config.ckpt_every == 0 or last or self.budget_spent() or stop or guide):
                     ckpt = self.save()
+                if guide:
+                    self.save_guide(ckpt)
                 if main and config.grid_every and self.step % config.grid_every == 0:  # not in the clock
                     board.grid(self.ema_model(), self.step, self.out, config.seed, writer)
                 if stop:
