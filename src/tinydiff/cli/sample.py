@@ -80,8 +80,8 @@ def guidance_options(p: argparse.ArgumentParser) -> None:
         "--guidance",
         type=finite,
         default=0.0,
-        help="classifier-free guidance weight w: eps = (1 + w) eps(x, y) - w eps(x, null); "
-        "w = 0 is the conditional model, w is 'guidance scale' - 1",
+        help="classifier-free guidance weight w: eps = (1 + w) eps(x, y) - w eps(x, null), or with --guide "
+        "autoguidance's; w = 0 is the conditional model, w is 'guidance scale' - 1",
     )
     guidance_interval_option(p)
     p.add_argument(
