@@ -101,8 +101,9 @@ def sample(
         raise TinydiffError(f"the batch size must be a positive integer, got {batch_size!r}")
     if not math.isfinite(guidance):
         raise TinydiffError(f"the guidance weight must be a finite number, got {guidance}")
-    if guide is not None and not isinstance(guide, DiffusionModel):
-        guide = load(guide, device=model.device)
+    if guide is not None:
+        guide = guide if isinstance(guide, DiffusionModel) else load(guide, device=model.device)
+        model.check_guide(guide, guidance)  # before any work
     recipe = sampling_recipe(model)
     if sampler is None or sampler == recipe["sampler"]:
         sampler = recipe["sampler"]

@@ -105,14 +105,15 @@ class DiffusionModel:
         )
         if guide is None:
             return denoise
-        self.check_guide(guide)
-        if not guidance > 0:
-            raise TinydiffError(f"autoguidance needs a guidance weight w > 0 (--guidance), got {guidance:g}")
+        self.check_guide(guide, guidance)
         denoise = autoguided(denoise, guide.denoiser(labels, threshold=threshold), self.schedule, guidance, interval)
         return bounded(denoise, self.schedule, threshold) if self.clip_aware or threshold is not None else denoise
 
-    def check_guide(self, guide: DiffusionModel) -> None:
-        """Refuse a guide that cannot guide this model: another image shape, noise schedule or condition."""
+    def check_guide(self, guide: DiffusionModel, w: float) -> None:
+        """Refuse a guide that cannot guide this model (another image shape, noise schedule or
+        condition) or a weight w that does not guide."""
+        if not w > 0:
+            raise TinydiffError(f"autoguidance needs a guidance weight w > 0 (--guidance), got {w:g}")
         mine = (self.image_shape, self.num_classes, self.text_encoder)
         theirs = (guide.image_shape, guide.num_classes, guide.text_encoder)
         for what, a, b in zip(("image shape", "classes", "text encoder"), mine, theirs):
