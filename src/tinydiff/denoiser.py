@@ -187,7 +187,7 @@ def interval_weight(schedule: NoiseSchedule, t: torch.Tensor, w: float, interval
     without one), else 0."""
     weight = torch.full((len(t),), float(w), dtype=dtype)
     if interval is not None:
-        sigma = schedule.snr(t).rsqrt().cpu()
+        sigma = schedule.snr(t).rsqrt()  # on the CPU, where the schedule's table lives
         weight = weight * ((sigma > interval[0]) & (sigma <= interval[1]))
     return weight
 

@@ -117,10 +117,11 @@ def run_eval(args) -> None:
         folder = Path(scratch) if args.ckpt.startswith("pretrained:") else Path(args.ckpt)
         out = output_path(args.out, str(folder / name), args.overwrite)
         guide = load(args.guide, device=model.device) if args.guide else None
-        with model.count_evaluations() as count, guide.count_evaluations() if guide else nullcontext() as extra:
+        guided = guide.count_evaluations() if guide else nullcontext({"images": 0})
+        with model.count_evaluations() as count, guided as extra:
             images = draw(args, model, n, labels, guide=guide, progress=not args.quiet)
         save_npz(images, out, labels)
         if args.out or folder != Path(scratch):
             print(f"samples: {out}", file=sys.stderr)
-        evaluations = count["images"] + (extra["images"] if guide else 0)
-        score(args, str(out), reference, {"nfe": evaluations / n})  # network evaluations per sample, the guide's too
+        nfe = (count["images"] + extra["images"]) / n  # network evaluations per sample, the guide's too
+        score(args, str(out), reference, {"nfe": nfe})
