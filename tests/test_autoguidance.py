@@ -126,3 +126,21 @@ def test_eval_with_a_guide_counts_the_guides_evaluations(guided_run, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["nfe"] == 9
     assert list(guided_run.glob("eval-*-by-run-guide-*.npz"))
+
+
+def test_a_lab_samples_a_run_guided_by_its_own_guide_and_counts_both_networks(tmp_path):
+    """What benchmarks/time_to_quality.py --recipes autoguided samples: the run guided by its guide folder."""
+    from tinydiff.experiments.lab import Lab
+
+    lab = Lab("t", tmp_path / "out", tmp_path / "cache", quick=True)
+    m = lab.trained("ag", data="digits", minutes=None, steps=8, batch_size=8, conditional=True, guide_at=0.5)
+    guide = lab.guide(m)
+    assert guide.ident != m.ident
+    kept = load(tmp_path / "cache" / "models" / m.ident / "guide").net.state_dict()
+    assert all(torch.equal(v, kept[k]) for k, v in guide.model.net.state_dict().items())
+    options = {"sampler": "dpm++2m", "steps": 4, "eta": 0.0}
+    plain = lab.samples(m, 8, **options)
+    guided = lab.samples(m, 8, guide=guide, guidance=1.0, **options)  # guided at every step: twice the evaluations
+    assert guided != plain
+    assert lab.sampling_record(plain)["nfe"] == 4 and lab.sampling_record(guided)["nfe"] == 8
+    assert not np.allclose(lab.load(guided)["x"], lab.load(plain)["x"], atol=1e-3)

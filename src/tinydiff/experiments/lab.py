@@ -26,7 +26,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -267,6 +267,20 @@ class Lab:
 
         return Model(f"{m.ident}-sigma{sigma_rel:g}", None, m.data, m.train, make=make)
 
+    def guide(self, m: Model) -> Model:
+        """The guide of ``m``, a run trained here with guide_at: its EMA weights at that fraction of
+        its budget (the run's ``guide`` folder), for autoguided samples (``samples(..., guide=)``)."""
+
+        def make():
+            from ..model import load
+
+            guide = self.cache / "models" / m.ident / "guide"
+            if not guide.exists():
+                _ = m.model  # the run, trained (again) on a machine without it
+            return load(guide, device=self.device)
+
+        return Model(f"{m.ident}-guide", None, m.data, m.train, make=make)
+
     # -- samples and scores ----------------------------------------------------------------------
     def labels(self, m: Model, n: int, which: str | None = "data") -> torch.Tensor | None:
         """Labels for n samples of a conditional model: in the training data's class proportions
@@ -275,21 +289,26 @@ class Lab:
 
         return class_labels(m.model, which, n)[0] if m.model.num_classes and which else None
 
-    def samples(self, m: Model, n: int, *, classes: str | None = "data", prompts=None, **sampling) -> Path:
+    def samples(
+        self, m: Model, n: int, *, classes: str | None = "data", prompts=None, guide: Model | None = None, **sampling
+    ) -> Path:
         """n samples of m as one .npz (cached; read it with :meth:`load`): chunk k of CHUNK images
         is drawn with seed (seed, k), so a cut run resumes at the next chunk. ``sampling`` goes to
         api.sample (sampler, steps, eta, timesteps, guidance, ...); ``prompts`` (a text-conditioned
         model, in place of classes): image i gets prompts[i % len(prompts)]. Its record (a cell:
         :meth:`sampling_record`) has the seconds and the network evaluations per image; samples
-        recorded but not on this machine are drawn again only when read."""
+        recorded but not on this machine are drawn again only when read. ``guide`` (e.g. :meth:`guide`)
+        autoguides the samples; its evaluations count in the record's."""
         key = {"model": m.ident, "n": n, "classes": classes, "seed": self.seed, **sampling}
+        if guide is not None:
+            key["guide"] = guide.ident
         if prompts is not None:
             prompts, classes = list(prompts), None
             key.update(classes=None, prompts=prompts)
         path = self.cache / "samples" / f"{_slug(key)}.npz"
 
         def draw() -> dict:
-            return self._draw(m, n, key, path, classes, prompts, sampling)
+            return self._draw(m, n, key, path, classes, prompts, guide, sampling)
 
         def recorded() -> dict:  # drawn for another output folder into the same cache: its record is beside it
             beside = path.with_suffix(".json")
@@ -298,7 +317,7 @@ class Lab:
         self._records[path] = self.cell("samples", key, recorded)
         return self.external(path, n, draw)  # registered like a peer's samples: drawn again when read
 
-    def _draw(self, m: Model, n: int, key: dict, path: Path, classes, prompts, sampling: dict) -> dict:
+    def _draw(self, m: Model, n: int, key: dict, path: Path, classes, prompts, guide, sampling: dict) -> dict:
         from ..api import sample
         from ..viz import save_npz
 
@@ -312,11 +331,16 @@ class Lab:
 
             def chunk(size=size, y=y, k=k, turn=turn):
                 began = time.perf_counter()
-                with m.model.count_evaluations() as count:
+                guiding = guide.model if guide is not None else None
+                counting = guiding.count_evaluations() if guiding is not None else nullcontext({"images": 0})
+                with m.model.count_evaluations() as count, counting as guide_count:
                     seed = self.seed * 100_003 + k
-                    x = sample(m.model, size, seed=seed, labels=y, prompts=turn, batch_size=CHUNK, **sampling)
+                    x = sample(
+                        m.model, size, seed=seed, labels=y, prompts=turn, batch_size=CHUNK, guide=guiding, **sampling
+                    )
                 save_npz(x, path.with_name(f".{slug}-{k}.npz"), y)  # before its cell: a cut run redoes it
-                return {"seconds": time.perf_counter() - began, "nfe": count["images"] / size, "n": size}
+                nfe = (count["images"] + guide_count["images"]) / size
+                return {"seconds": time.perf_counter() - began, "nfe": nfe, "n": size}
 
             exists = path.with_name(f".{slug}-{k}.npz").exists()
             parts.append(self.cell("chunks", {**key, "chunk": k}, chunk, valid=exists))
