@@ -101,7 +101,6 @@ def run_fid(args) -> None:
 
 def run_eval(args) -> None:
     import tempfile
-    from contextlib import nullcontext
 
     from ..api import class_labels, sampling_recipe
     from ..model import load
@@ -117,11 +116,9 @@ def run_eval(args) -> None:
         folder = Path(scratch) if args.ckpt.startswith("pretrained:") else Path(args.ckpt)
         out = output_path(args.out, str(folder / name), args.overwrite)
         guide = load(args.guide, device=model.device) if args.guide else None
-        guided = guide.count_evaluations() if guide else nullcontext({"images": 0})
-        with model.count_evaluations() as count, guided as extra:
+        with model.count_evaluations(guide) as count:
             images = draw(args, model, n, labels, guide=guide, progress=not args.quiet)
         save_npz(images, out, labels)
         if args.out or folder != Path(scratch):
             print(f"samples: {out}", file=sys.stderr)
-        nfe = (count["images"] + extra["images"]) / n  # network evaluations per sample, the guide's too
-        score(args, str(out), reference, {"nfe": nfe})
+        score(args, str(out), reference, {"nfe": count["images"] / n})  # evaluations per sample, the guide's too

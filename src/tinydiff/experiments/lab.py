@@ -26,7 +26,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -332,15 +332,13 @@ class Lab:
             def chunk(size=size, y=y, k=k, turn=turn):
                 began = time.perf_counter()
                 guiding = guide.model if guide is not None else None
-                counting = guiding.count_evaluations() if guiding is not None else nullcontext({"images": 0})
-                with m.model.count_evaluations() as count, counting as guide_count:
+                with m.model.count_evaluations(guiding) as count:  # the guide's evaluations too
                     seed = self.seed * 100_003 + k
                     x = sample(
                         m.model, size, seed=seed, labels=y, prompts=turn, batch_size=CHUNK, guide=guiding, **sampling
                     )
                 save_npz(x, path.with_name(f".{slug}-{k}.npz"), y)  # before its cell: a cut run redoes it
-                nfe = (count["images"] + guide_count["images"]) / size
-                return {"seconds": time.perf_counter() - began, "nfe": nfe, "n": size}
+                return {"seconds": time.perf_counter() - began, "nfe": count["images"] / size, "n": size}
 
             exists = path.with_name(f".{slug}-{k}.npz").exists()
             parts.append(self.cell("chunks", {**key, "chunk": k}, chunk, valid=exists))
