@@ -14,6 +14,7 @@ from tinydiff.samplers import SAMPLERS, get_sampler
 from tinydiff.schedule import NoiseSchedule, broadcast
 from tinydiff.training import TrainConfig
 from tinydiff.training.consistency import ConsistencyDistillation
+from tinydiff.training.distill import TeacherStep
 
 MU, S = 0.3, 0.5
 
@@ -57,7 +58,8 @@ def test_within_the_last_gap_the_target_is_the_teachers_clean_x0(teacher):
     so the teacher as the student costs nothing there; further up, a diffusion model is not
     self-consistent (its x0 moves along its own trajectory) and the loss is not zero."""
     model = tinydiff.load(teacher / "teacher", device="cpu")
-    loss = ConsistencyDistillation(str(teacher / "teacher"), 1, 10, 0.0, model.schedule, "cpu")  # gap: 100
+    step = TeacherStep(str(teacher / "teacher"), 0.0, model.schedule, "cpu")
+    loss = ConsistencyDistillation(step, 1, 10, model.schedule)  # gap: 100
     x0, noise, labels, generator = _draws()
     with torch.no_grad():
         last = loss(model.net, x0, torch.randint(0, 100, (64,), generator=generator), noise, labels, model.prediction)
@@ -73,7 +75,9 @@ def test_a_consistency_student_becomes_more_self_consistent_and_samples_in_its_s
         train_steps=120, progress=False, lr=1e-3,
     )  # fmt: skip
     model, before = tinydiff.load(student.parent, device="cpu"), tinydiff.load(teacher / "teacher", device="cpu")
-    loss = ConsistencyDistillation(str(teacher / "teacher"), 2, 8, 0.0, model.schedule, "cpu")
+    loss = ConsistencyDistillation(
+        TeacherStep(str(teacher / "teacher"), 0.0, model.schedule, "cpu"), 2, 8, model.schedule
+    )
     x0, noise, labels, generator = _draws(256)  # draws the training never saw
     t = torch.randint(0, 1000, (256,), generator=generator)
     with torch.no_grad():

@@ -193,6 +193,8 @@ def distill(
     minutes: float | None = 10.0,
     train_steps: int | None = None,
     guidance: float = 0.0,
+    guide: str | Path | None = None,
+    guidance_interval: tuple[float, float] | None = None,
     consistency: bool = False,
     progress: bool = True,
     **options,
@@ -200,12 +202,13 @@ def distill(
     """Progressive distillation (Salimans & Ho 2022; training/distill.py): rounds that halve the DDIM
     steps from ``from_steps`` down to ``steps``, each a training run of ``minutes`` (or ``train_steps``) in OUT/steps-N
     whose student starts from, and learns from, the round before (the first: ``teacher``, guided
-    with weight ``guidance``). With ``consistency``, consistency distillation instead
-    (training/consistency.py): one run in OUT/consistency across the teacher's DDIM steps of
-    T / ``from_steps`` timesteps, its student sampling in ``steps``. The teacher's recorded training
-    options carry over; ``options`` override them (e.g. lr, batch_size). A cut run continues where it
-    stopped. Returns the last student's checkpoint, which records how it samples (``sample(student)``
-    needs no options)."""
+    with weight ``guidance``: classifier-free, or autoguided away from the weaker model ``guide``; at
+    noise levels sigma_t in ``guidance_interval`` = (lo, hi] only, when given). With ``consistency``,
+    consistency distillation instead (training/consistency.py): one run in OUT/consistency across
+    the teacher's DDIM steps of T / ``from_steps`` timesteps, its student sampling in ``steps``. The
+    teacher's recorded training options carry over; ``options`` override them (e.g. lr, batch_size).
+    A cut run continues where it stopped. Returns the last student's checkpoint, which records how it
+    samples (``sample(student)`` needs no options)."""
     import dataclasses
 
     from .checkpoint import list_checkpoints
@@ -216,25 +219,33 @@ def distill(
         raise TinydiffError(
             f"distillation halves the steps: powers of two with steps < from_steps, got {steps} and {from_steps}"
         )
+    if (guide is not None or guidance_interval is not None) and not guidance > 0:
+        raise TinydiffError("--guide and --guidance-interval need a guidance weight --guidance w > 0")
     recorded = load(teacher, device="cpu").config["train"]
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     base = {k: v for k, v in recorded.items() if k in fields}
     base.update(lr=2e-4, warmup=50, lr_schedule="linear", steps=train_steps or 10**8, minutes=minutes)
     base.update(sample_grid=0, ckpt_every=250, clip_aware_loss=False)
-    base.update(init=None, teacher=None, student_steps=None, consistency_steps=None, teacher_guidance=0.0, **options)
+    unguided = dict(teacher_guidance=0.0, teacher_guide=None, teacher_guidance_interval=None)
+    base.update(init=None, teacher=None, student_steps=None, consistency_steps=None, **unguided, **options)
+    guided = dict(
+        teacher_guidance=guidance,
+        teacher_guide=None if guide is None else str(guide),
+        teacher_guidance_interval=None if guidance_interval is None else ",".join(f"{v:g}" for v in guidance_interval),
+    )
     if consistency:
         run = Path(out) / "consistency"
         roles = dict(init=str(teacher), teacher=str(teacher), student_steps=steps, consistency_steps=from_steps)
-        config = TrainConfig(**{**base, **roles, "out": str(run), "teacher_guidance": guidance})
+        config = TrainConfig(**{**base, **roles, "out": str(run), **guided})
         if progress:
             print(f"consistency distillation of {teacher} across {from_steps} DDIM steps: {run}", file=sys.stderr)
         return Trainer(config, resume=bool(list_checkpoints(run))).run(progress=progress)
     previous, ckpt, student = str(teacher), None, from_steps // 2
     while student >= steps:
         run = Path(out) / f"steps-{student}"
-        w = guidance if previous == str(teacher) else 0.0  # later teachers are guided students already
-        round_options = dict(out=str(run), init=previous, teacher=previous, student_steps=student, teacher_guidance=w)
-        config = TrainConfig(**{**base, **round_options})
+        guiding = guided if previous == str(teacher) else unguided  # later teachers are guided students already
+        round_options = dict(out=str(run), init=previous, teacher=previous, student_steps=student)
+        config = TrainConfig(**{**base, **round_options, **guiding})
         if progress:
             print(f"distilling {previous} into {student} DDIM step{'s' if student > 1 else ''}: {run}", file=sys.stderr)
         ckpt = Trainer(config, resume=bool(list_checkpoints(run))).run(progress=progress)

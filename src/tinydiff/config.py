@@ -44,6 +44,21 @@ def _real(accepts: Callable[[float], bool]) -> Callable[[object], bool]:
     return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and accepts(v)
 
 
+def parse_interval(text: str) -> tuple[float, float]:
+    """LO,HI (a guidance interval of noise levels) as (lo, hi), or ValueError unless 0 <= LO < HI."""
+    lo, hi = (float(v) for v in text.split(","))
+    if not 0 <= lo < hi:  # also refuses nan
+        raise ValueError(text)
+    return lo, hi
+
+
+def _interval_text(v: object) -> bool:
+    try:
+        return isinstance(v, str) and bool(parse_interval(v))
+    except ValueError:
+        return False
+
+
 def _one_of(options) -> Callable[[object], bool]:
     return lambda v: isinstance(v, str) and v in options
 
@@ -273,6 +288,21 @@ class TrainConfig:
         _real(lambda v: v >= 0 and v != float("inf")),
         "a finite number >= 0",
     )
+    teacher_guide: str | None = option(
+        None,
+        "with --teacher: autoguidance (Karras et al. 2024) of the teacher away from this weaker model of the same "
+        "data, with weight --teacher-guidance, in place of classifier-free guidance",
+        _or_none(_text),
+        "a checkpoint",
+        keyed_at_default=False,
+    )
+    teacher_guidance_interval: str | None = option(
+        None,
+        "with --teacher-guidance: guide the teacher only at noise levels sigma_t in (LO, HI], given as LO,HI",
+        _or_none(_interval_text),
+        "LO,HI with 0 <= LO < HI",
+        keyed_at_default=False,
+    )
     seed: int = option(
         0,
         "seed of the initial weights, the data order, the timesteps and the noise",
@@ -404,6 +434,8 @@ def validate(config: TrainConfig) -> None:
         raise TinydiffError("--consistency-steps needs --teacher (consistency distillation)")
     if config.consistency_steps and config.prediction == "eps":  # x0 = (x_t - sqrt(1 - a) eps) / sqrt(a), a ~ 0
         raise TinydiffError("--consistency-steps needs --prediction v or x0: from eps, x0 at t = T - 1 is ill-posed")
+    if (config.teacher_guide or config.teacher_guidance_interval) and not config.teacher_guidance:
+        raise TinydiffError("--teacher-guide and --teacher-guidance-interval need --teacher-guidance w > 0")
     if config.teacher and config.self_condition:
         raise TinydiffError("--teacher: a self-conditioned student cannot be distilled")
     if config.teacher and config.clip_aware_loss:  # its one step stands for two clipped ones: x0 may pass +-1

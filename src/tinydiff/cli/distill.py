@@ -4,6 +4,7 @@ samples in N steps (api.distill; the losses in training/distill.py and training/
 from __future__ import annotations
 
 from . import COUNT, device_option, finite
+from .sample import guidance_interval_option
 
 
 def add_parser(sub, common) -> None:
@@ -25,6 +26,14 @@ def add_parser(sub, common) -> None:
     p.add_argument(
         "--guidance", type=finite, default=0.0, help="the teacher's guidance weight w (the student needs none)"
     )
+    p.add_argument(
+        "--guide",
+        default=None,
+        metavar="CKPT",
+        help="autoguide the teacher away from this weaker model of the same data (weight --guidance), as sample "
+        "--guide does, instead of classifier-free guidance",
+    )
+    guidance_interval_option(p)
     p.add_argument(
         "--consistency",
         action="store_true",
@@ -50,6 +59,8 @@ def run(args) -> None:
         from_steps=args.from_steps,
         minutes=args.minutes,
         guidance=args.guidance,
+        guide=args.guide,
+        guidance_interval=args.guidance_interval,
         consistency=args.consistency,
         progress=not args.quiet,
         lr=args.lr,

@@ -40,13 +40,12 @@ def sampler_kwargs(args) -> dict:
 
 def interval(text: str) -> tuple[float, float]:
     """An argparse type: LO,HI with 0 <= LO < HI (HI may be inf)."""
+    from ..config import parse_interval
+
     try:
-        lo, hi = (float(v) for v in text.split(","))
+        return parse_interval(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LO,HI (two numbers), got {text!r}") from None
-    if not 0 <= lo < hi:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"expected noise levels 0 <= LO < HI (HI may be inf), got {text!r}")
-    return lo, hi
+        raise argparse.ArgumentTypeError(f"expected noise levels 0 <= LO < HI (HI may be inf), got {text!r}") from None
 
 
 def guidance_interval_option(p: argparse.ArgumentParser) -> None:

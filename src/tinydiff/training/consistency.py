@@ -36,10 +36,8 @@ from .distill import TeacherStep
 class ConsistencyDistillation:
     """The student's per-example loss: consistency with itself across one teacher step."""
 
-    def __init__(
-        self, teacher: str, student_steps: int, teacher_steps: int, guidance: float, schedule: NoiseSchedule, device
-    ):
-        self.teacher = TeacherStep(teacher, guidance, schedule, device)
+    def __init__(self, teacher: TeacherStep, student_steps: int, teacher_steps: int, schedule: NoiseSchedule):
+        self.teacher = teacher
         self.gap = max(1, schedule.num_timesteps // teacher_steps)
         self.steps, self.schedule = student_steps, schedule
 

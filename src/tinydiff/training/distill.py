@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import torch
 
-from ..denoiser import as_denoiser, clip_prediction, guided_denoiser
+from ..config import parse_interval
+from ..denoiser import as_denoiser, clip_prediction
 from ..errors import TinydiffError
 from ..schedule import NoiseSchedule, broadcast
 
@@ -42,10 +43,10 @@ from ..schedule import NoiseSchedule, broadcast
 class Distillation:
     """The student's per-example loss for one round: N student steps taught by a 2N-step teacher."""
 
-    def __init__(self, teacher: str, student_steps: int, guidance: float, schedule: NoiseSchedule, device):
+    def __init__(self, teacher: TeacherStep, student_steps: int, schedule: NoiseSchedule):
         from ..samplers import timesteps
 
-        self.teacher = TeacherStep(teacher, guidance, schedule, device)
+        self.teacher = teacher
         grid = timesteps("ddim", schedule, 2 * student_steps, "trailing")
         if grid[::2] != timesteps("ddim", schedule, student_steps, "trailing"):
             raise TinydiffError(
@@ -79,25 +80,26 @@ class Distillation:
 
 class TeacherStep:
     """One deterministic DDIM step of a teacher from t to t_prev (eq. 12, eta = 0, x0 clipped as the
-    sampler clips it), guided with weight w when given labels; t_prev = -1 gives its clean x0."""
+    sampler clips it), guided with weight w when given labels (classifier-free guidance), or with a
+    ``guide`` checkpoint autoguided (Karras et al. 2024), at noise levels in ``interval`` = "LO,HI"
+    only when given; t_prev = -1 gives its clean x0."""
 
-    def __init__(self, teacher: str, guidance: float, schedule: NoiseSchedule, device):
+    def __init__(
+        self, teacher: str, guidance: float, schedule: NoiseSchedule, device, guide: str | None = None, interval=None
+    ):
         from ..model import load
 
         self.model = load(teacher, device=device)
         if self.model.schedule.betas.tolist() != schedule.betas.tolist():
             raise TinydiffError("the student must use the teacher's noise schedule (--schedule, --timesteps)")
+        self.guide = None if guide is None else load(guide, device=device)
+        self.interval = None if interval is None else parse_interval(interval)
         self.guidance, self.schedule = guidance, schedule
 
     @torch.no_grad()
     def __call__(self, z: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor, labels) -> torch.Tensor:
-        model = self.model
-        if labels is None:
-            denoise = as_denoiser(model.net, self.schedule, model.prediction)
-        else:
-            denoise = guided_denoiser(
-                model.net, self.schedule, model.prediction, labels, model.num_classes, self.guidance
-            )
+        guided = labels is not None or self.guide is not None  # an unconditional teacher has no CFG
+        denoise = self.model.denoiser(labels, *(self.guidance, self.interval) if guided else (), guide=self.guide)
         _, x0 = denoise(z, t)
         a = broadcast(self.schedule.alpha_bar_at(t), z).to(z.dtype)
         eps, x0 = clip_prediction(z, x0, a)

@@ -50,7 +50,7 @@ from ..schedule import NoiseSchedule
 from ..text import ENCODERS
 from . import board, distributed
 from .consistency import ConsistencyDistillation
-from .distill import Distillation
+from .distill import Distillation, TeacherStep
 from .ema import EMA
 from .posthoc import Profiles
 
@@ -177,15 +177,17 @@ class Trainer:
             "train": dataclasses.asdict(config),
         }
         self.distillation = None
-        if config.consistency_steps:  # consistency distillation: the loss is the teacher's, not diffusion's
-            self.distillation = ConsistencyDistillation(
-                config.teacher, config.student_steps, config.consistency_steps, config.teacher_guidance,
-                self.schedule, self.device,
+        if config.teacher:  # distillation: the loss is the teacher's, not diffusion's
+            teacher = TeacherStep(
+                config.teacher, config.teacher_guidance, self.schedule, self.device,
+                config.teacher_guide, config.teacher_guidance_interval,
             )  # fmt: skip
-        elif config.teacher:  # progressive distillation: likewise
-            self.distillation = Distillation(
-                config.teacher, config.student_steps, config.teacher_guidance, self.schedule, self.device
-            )
+            if config.consistency_steps:  # consistency distillation
+                self.distillation = ConsistencyDistillation(
+                    teacher, config.student_steps, config.consistency_steps, self.schedule
+                )
+            else:  # progressive distillation
+                self.distillation = Distillation(teacher, config.student_steps, self.schedule)
         if self.distillation:  # the student records how it samples: sample(student) needs no options
             self.model_config["sampling"] = self.distillation.sampling()
         torch.manual_seed(config.seed)
