@@ -45,10 +45,13 @@ def _real(accepts: Callable[[float], bool]) -> Callable[[object], bool]:
 
 
 def parse_interval(text: str) -> tuple[float, float]:
-    """LO,HI (a guidance interval of noise levels) as (lo, hi), or ValueError unless 0 <= LO < HI."""
-    lo, hi = (float(v) for v in text.split(","))
+    """LO,HI (a guidance interval of noise levels) as (lo, hi), or ValueError saying what is wrong."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"expected LO,HI (two numbers), got {text!r}") from None
     if not 0 <= lo < hi:  # also refuses nan
-        raise ValueError(text)
+        raise ValueError(f"expected noise levels 0 <= LO < HI (HI may be inf), got {text!r}")
     return lo, hi
 
 

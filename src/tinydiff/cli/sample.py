@@ -44,8 +44,8 @@ def interval(text: str) -> tuple[float, float]:
 
     try:
         return parse_interval(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected noise levels 0 <= LO < HI (HI may be inf), got {text!r}") from None
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def guidance_interval_option(p: argparse.ArgumentParser) -> None:
