@@ -231,7 +231,7 @@ def distill(
     guided = dict(
         teacher_guidance=guidance,
         teacher_guide=None if guide is None else str(guide),
-        teacher_guidance_interval=None if guidance_interval is None else ",".join(f"{v:g}" for v in guidance_interval),
+        teacher_guidance_interval=None if guidance_interval is None else ",".join(str(v) for v in guidance_interval),
     )
     if consistency:
         run = Path(out) / "consistency"
