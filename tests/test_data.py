@@ -413,6 +413,13 @@ def fake_mnist(monkeypatch):
     return calls
 
 
+def test_a_dataset_fetched_on_first_use_says_so_on_stderr(fake_mnist, capsys):
+    """stdout is for results: `tinydiff eval --json` prints only JSON even where it fetches the data first."""
+    assert len(load_dataset("mnist:test")) == 3 and len(fake_mnist) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "cached mnist" in err
+
+
 def test_corrupt_dataset_cache_is_refused_on_use_and_repaired_by_fetch(fake_mnist, tmp_path, capsys):
     path = tmp_path / "cache" / "mnist.npz"
     assert len(load_dataset("mnist:test")) == 3 and path.with_name("mnist.npz.sha256").exists()
@@ -692,7 +699,7 @@ def _png_bytes(rgba: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def test_emoji_come_from_the_package_tarball_composited_resized_and_split(monkeypatch, tmp_path):
+def test_emoji_come_from_the_package_tarball_composited_resized_and_split(monkeypatch, tmp_path, capsys):
     from tinydiff.data import emoji
     from tinydiff.metrics.reference import canonical_spec, is_dataset_spec
 
@@ -702,6 +709,8 @@ def test_emoji_come_from_the_package_tarball_composited_resized_and_split(monkey
     urls = []
     monkeypatch.setattr(emoji, "download", lambda url: urls.append(url) or tarballs[url.split("-")[2].split("/")[0]])
     both = load_dataset("emoji")  # both styles, training split, 32x32 on white
+    out, err = capsys.readouterr()
+    assert out == "" and "cached google emoji" in err and "cached twitter emoji" in err  # fetched on first use
     assert both.images.shape == (24, 3, 32, 32) and both.num_classes == 9 and both.labels.max() < 9
     assert urls[0] == f"https://registry.npmjs.org/{packages['google'][0]}/-/{packages['google'][0]}-16.0.0.tgz"
     test = load_dataset("emoji:twitter:test@64+black")

@@ -29,6 +29,12 @@ from .errors import TinydiffError
 WEB_TIMEOUT_S = 5.0
 
 
+def note(message: str) -> None:
+    """A message about fetching or caching while other work goes on: on stderr, so that stdout holds
+    only a command's results (e.g. ``tinydiff eval --json``) even when a dataset is fetched on first use."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def cache_dir() -> Path:
     """Where downloads and computed features are cached: ``$TINYDIFF_CACHE``, else ~/.cache/tinydiff."""
     return Path(os.environ.get("TINYDIFF_CACHE", Path.home() / ".cache" / "tinydiff"))

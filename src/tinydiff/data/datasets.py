@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import TinydiffError
+from ..files import note
 from .fetch import DATASETS, describe, fetch, safe_unpickle
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -128,7 +129,7 @@ def _load_cached(name: str, split: str) -> ImageData:
     """A fetched dataset's split, from its verified cache (fetched first if absent)."""
     if split not in ("train", "test"):
         raise TinydiffError(f"unknown split {split!r} for {name}: use train or test")
-    path = fetch(name, repair=False, log=lambda msg: print(msg, flush=True))
+    path = fetch(name, repair=False, log=note)
     arrays = _read_npz(path, f"; run `tinydiff fetch {name} --force`")
     if f"x_{split}" not in arrays or f"y_{split}" not in arrays:
         raise TinydiffError(f"{name} has no {split} split")

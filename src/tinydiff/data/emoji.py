@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from ..errors import TinydiffError
-from ..files import cache_dir, download, needs_fetch, store_arrays, verify
+from ..files import cache_dir, download, needs_fetch, note, store_arrays, verify
 
 VERSION = "16.0.0"
 PACKAGES = {  # style -> (npm package, sha256 of its tarball)
@@ -144,7 +144,7 @@ def load_emoji(spec: str):
     styles, split, size, background = parse(spec)
     images, labels = [], []
     for style in styles:
-        path = fetch_emoji(style, repair=False, log=lambda msg: print(msg, flush=True))
+        path = fetch_emoji(style, repair=False, log=note)
         arrays = _read_npz(path, "; run `tinydiff fetch emoji --force`")
         keep = arrays["test"] == (split == "test")
         images.append(composite(arrays["x"][keep], BACKGROUNDS[background], size))
