@@ -1,9 +1,11 @@
 # The two commands that matter: `make demo` and `make test`. Both create .venv and install
-# what they need (torch pinned to the CPU build 2.13.0 through constraints.txt).
+# what they need (torch pinned to 2.13.0 through constraints.txt; TORCH_INDEX picks where it comes from,
+# e.g. make demo TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu" for the CPU build on Linux).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install -q -c constraints.txt
+TORCH_INDEX ?=
 DEMO_RUN := runs/demo
 # Today's training defaults (the nano U-Net, cosine schedule, v-prediction, min-SNR, clip-aware loss,
 # a learning rate that decays over the budget), class-conditional, for 5 minutes with bf16 autocast;
@@ -17,7 +19,7 @@ DEMO_GUIDE := --guide $(DEMO_RUN)/guide --guidance 1 --guidance-interval 0,0.6
 $(VENV)/.base:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(PIP) torch==2.13.0
+	$(PIP) torch==2.13.0 $(TORCH_INDEX)
 	touch $@
 
 $(VENV)/.demo: $(VENV)/.base pyproject.toml constraints.txt
