@@ -4,11 +4,11 @@ The project's own classifiers (metrics/classifier.py) must recognise the class a
 samples of every sampler at 10, 20 and 50 network evaluations (the 64x64 model at 10 and 20, for
 time; a text-conditioned model is asked by the class names, "zero", "one", ...). The bar is set by
 what each classifier reads in real images (class-balanced, held-out): 98.8 % for MNIST's and 90.0 %
-for Fashion-MNIST's, where the shipped models score 95-100 % (MNIST) and 70-100 % (Fashion-MNIST: 70 %
-with DDPM at 10 evaluations) with every sampler (two images per class; noise: 10 %), but 54 % for the
-emoji's (6 % of Activities, 99 % of People & Body), where the shipped model at 32x32 scores 39-56 %
-(four images per category; noise: 11 %). A distilled student is trained for one trajectory only, the
-one its checkpoint records: it is sampled with that, and held to its data's bar.
+for Fashion-MNIST's, where the shipped models score 95-100 % (MNIST, two images per class) and 78-95 %
+(Fashion-MNIST, four per class, so that no single image decides the bar) with every sampler (noise:
+10 %), but 54 % for the emoji's (6 % of Activities, 99 % of People & Body), where the shipped model at
+32x32 scores 39-56 % (four images per category; noise: 11 %). A distilled student is trained for one
+trajectory only, the one its checkpoint records: it is sampled with that, and held to its data's bar.
 """
 
 import json
@@ -25,7 +25,7 @@ from tinydiff.samplers import SAMPLERS
 
 REFERENCE = Path(__file__).parent / "data" / "pretrained_mnist_samples.npz"
 BAR = {"mnist": 0.7, "fashion-mnist": 0.7, "emoji": 0.3}  # least share recognised, by classifier
-PER_CLASS = {"mnist": 2, "fashion-mnist": 2, "emoji": 4}
+PER_CLASS = {"mnist": 2, "fashion-mnist": 4, "emoji": 4}
 
 
 def recorded_sampling(name: str) -> dict | None:
