@@ -30,8 +30,8 @@ WEB_TIMEOUT_S = 5.0
 
 
 def note(message: str) -> None:
-    """A message about fetching or caching while other work goes on: on stderr, so that stdout holds
-    only a command's results (e.g. ``tinydiff eval --json``) even when a dataset is fetched on first use."""
+    """A progress message (fetching, caching, computing features): on stderr, so that stdout holds only
+    a command's results (e.g. ``tinydiff eval --json``), even when a dataset is fetched on first use."""
     print(message, file=sys.stderr, flush=True)
 
 

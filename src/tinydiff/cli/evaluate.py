@@ -53,10 +53,11 @@ def add_parser(sub, common) -> None:
 
 
 def score(args, spec_a: str, spec_b: str, sampling: dict | None = None) -> dict:
+    from ..files import note
     from ..metrics.inception import InceptionFeatures
     from ..metrics.reference import score
 
-    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    log = (lambda m: None) if args.quiet else note
     extractor = InceptionFeatures(args.device, args.inception_batch, log=log)
     report = score(
         spec_a, spec_b, args.n, args.metrics.split(","), extractor, args.floor, log, args.draws, not args.quiet

@@ -41,6 +41,7 @@ def run(args) -> None:
     from ..experiments import experiments
     from ..experiments.lab import Lab
     from ..experiments.summary import write_summary
+    from ..files import note
 
     registry = experiments()
     names = list(registry) if args.experiment == "all" else [args.experiment]
@@ -61,7 +62,7 @@ def run(args) -> None:
             ckpt=args.ckpt,
             device=args.device,
             cached_only=args.cached_only,
-            log=lambda m: print(m, file=sys.stderr),
+            log=note,
         )
         argv = [a for a in args.argv[1:] if a not in (args.experiment, "--cached-only")]
         try:
