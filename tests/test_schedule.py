@@ -127,6 +127,23 @@ def test_trajectory_values():
 
 
 @pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("steps", [3, 15, 20])
+def test_karras_spacing_takes_the_timesteps_nearest_edm_noise_levels(name, steps):
+    s = NoiseSchedule.create(name, 1000)
+    tau = s.timesteps(steps, "karras")
+    assert tau[0] == 999  # the first step from pure noise, as trailing
+    # EDM eq. 5 written out again: rho = 7 between sigma 10 and 0.08
+    i = torch.arange(steps - 1, dtype=torch.float64) / (steps - 2)
+    levels = (10 ** (1 / 7) + i * (0.08 ** (1 / 7) - 10 ** (1 / 7))) ** 7
+    sigma = s.sigma(torch.arange(1000))
+    for t, level in zip(tau[1:].tolist(), levels.tolist()):
+        gap = abs(float(sigma[t]) - level)
+        assert gap <= abs(float(sigma[t - 1]) - level) and gap <= abs(float(sigma[t + 1]) - level)
+    assert float(sigma[tau[1]]) == pytest.approx(10, rel=0.05)
+    assert float(sigma[tau[-1]]) == pytest.approx(0.08, rel=0.05)
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
 @pytest.mark.parametrize("k", [0.5, 5.2])
 def test_snr_scale_multiplies_the_snr_of_every_timestep(name, k):
     base, scaled = NoiseSchedule.create(name, 1000), NoiseSchedule.create(name, 1000, snr_scale=k)

@@ -8,6 +8,7 @@ import re
 import sys
 from pathlib import Path
 
+from ..schedule import SPACINGS
 from . import COUNT, SEED, device_option, finite, model_name, output_options, output_path
 
 SAMPLER_OPTIONS = ("eta", "sigma_hat", "variance", "spacing", "clip_x0")
@@ -23,7 +24,7 @@ def sampler_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--sigma-hat", action="store_true", default=None, help="DDIM with Table 1's sigma-hat noise")
     p.add_argument("--variance", default=None, choices=["posterior", "beta"], help="DDPM sigma_t^2")
-    p.add_argument("--spacing", default=None, help="trajectory: uniform, leading, trailing, quadratic, logsnr")
+    p.add_argument("--spacing", default=None, help=f"trajectory: {', '.join(SPACINGS)}")
     p.add_argument(
         "--no-clip",
         dest="clip_x0",
