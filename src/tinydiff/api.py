@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .config import TrainConfig
+from .config import ADVERSARIAL_SHARE, TrainConfig
 from .denoiser import check_labels
 from .errors import TinydiffError
 from .model import DiffusionModel, load
@@ -184,6 +184,13 @@ def sampling_recipe(model: DiffusionModel) -> dict:
     return {"sampler": "ddim", **(model.config.get("sampling") or {})}
 
 
+def _budget(config: TrainConfig, share: float) -> dict:
+    """``share`` of a run's budget: of its minutes if it has them, else of its steps."""
+    if config.minutes is not None:
+        return {"minutes": config.minutes * share}
+    return {"steps": max(1, round(config.steps * share))}
+
+
 def distill(
     teacher: str | Path = "pretrained:mnist",
     steps: int = 4,
@@ -196,6 +203,7 @@ def distill(
     guide: str | Path | None = None,
     guidance_interval: tuple[float, float] | None = None,
     consistency: bool = False,
+    adversarial: float = 0.0,
     progress: bool = True,
     **options,
 ) -> Path:
@@ -205,10 +213,13 @@ def distill(
     with weight ``guidance``: classifier-free, or autoguided away from the weaker model ``guide``; at
     noise levels sigma_t in ``guidance_interval`` = (lo, hi] only, when given). With ``consistency``,
     consistency distillation instead (training/consistency.py): one run in OUT/consistency across
-    the teacher's DDIM steps of T / ``from_steps`` timesteps, its student sampling in ``steps``. The
-    teacher's recorded training options carry over; ``options`` override them (e.g. lr, batch_size).
-    A cut run continues where it stopped. Returns the last student's checkpoint, which records how it
-    samples (``sample(student)`` needs no options)."""
+    the teacher's DDIM steps of T / ``from_steps`` timesteps, its student sampling in ``steps``; with
+    ``adversarial`` W > 0 as well, the last ADVERSARIAL_SHARE of the budget is a second run in
+    OUT/adversarial that continues the student with W times a GAN loss on its one-step images
+    (training/adversarial.py) at a constant learning rate. The teacher's recorded training options
+    carry over; ``options`` override them (e.g. lr, batch_size). A cut run continues where it
+    stopped. Returns the last student's checkpoint, which records how it samples (``sample(student)``
+    needs no options)."""
     import dataclasses
 
     from .checkpoint import list_checkpoints
@@ -219,6 +230,8 @@ def distill(
         raise TinydiffError(
             f"distillation halves the steps: powers of two with steps < from_steps, got {steps} and {from_steps}"
         )
+    if adversarial and not consistency:
+        raise TinydiffError("--adversarial trains a consistency student: add --consistency")
     if (guide is not None or guidance_interval is not None) and not guidance > 0:
         raise TinydiffError("--guide and --guidance-interval need a guidance weight --guidance w > 0")
     recorded = load(teacher, device="cpu").config["train"]
@@ -227,7 +240,8 @@ def distill(
     base.update(lr=2e-4, warmup=50, lr_schedule="linear", steps=train_steps or 10**8, minutes=minutes)
     base.update(sample_grid=0, ckpt_every=250, clip_aware_loss=False)
     unguided = dict(teacher_guidance=0.0, teacher_guide=None, teacher_guidance_interval=None)
-    base.update(init=None, teacher=None, student_steps=None, consistency_steps=None, **unguided, **options)
+    base.update(init=None, teacher=None, student_steps=None, consistency_steps=None, adversarial=0.0, **unguided)
+    base.update(options)
     guided = dict(
         teacher_guidance=guidance,
         teacher_guide=None if guide is None else str(guide),
@@ -237,9 +251,20 @@ def distill(
         run = Path(out) / "consistency"
         roles = dict(init=str(teacher), teacher=str(teacher), student_steps=steps, consistency_steps=from_steps)
         config = TrainConfig(**{**base, **roles, "out": str(run), **guided})
+        if adversarial:  # the first run's share of the budget
+            config = dataclasses.replace(config, **_budget(config, 1 - ADVERSARIAL_SHARE))
         if progress:
             print(f"consistency distillation of {teacher} across {from_steps} DDIM steps: {run}", file=sys.stderr)
-        return Trainer(config, resume=bool(list_checkpoints(run))).run(progress=progress)
+        ckpt = Trainer(config, resume=bool(list_checkpoints(run))).run(progress=progress)
+        if not adversarial:
+            return ckpt
+        second = dict(
+            out=str(Path(out) / "adversarial"), init=str(run), adversarial=adversarial, lr_schedule="constant"
+        )
+        config = dataclasses.replace(config, **second, **_budget(TrainConfig(**base), ADVERSARIAL_SHARE))
+        if progress:
+            print(f"the student against a discriminator (weight {adversarial}): {config.out}", file=sys.stderr)
+        return Trainer(config, resume=bool(list_checkpoints(config.out))).run(progress=progress)
     previous, ckpt, student = str(teacher), None, from_steps // 2
     while student >= steps:
         run = Path(out) / f"steps-{student}"

@@ -306,6 +306,14 @@ class TrainConfig:
         "LO,HI with 0 <= LO < HI",
         keyed_at_default=False,
     )
+    adversarial: float = option(
+        0.0,
+        "with --consistency-steps: add this weight W times a GAN loss on the student's one-step images, judged by a "
+        "discriminator on the frozen features of the data's classifier (one process)",
+        _real(lambda v: v >= 0 and v != float("inf")),
+        "a finite number >= 0",
+        keyed_at_default=False,
+    )
     seed: int = option(
         0,
         "seed of the initial weights, the data order, the timesteps and the noise",
@@ -391,6 +399,8 @@ def default_out(data: str) -> str:
     return str(pathlib.Path("runs") / (pathlib.Path(str(data).split(":")[0]).stem or "data"))
 
 
+ADVERSARIAL_SHARE = 0.4  # tinydiff distill --adversarial: the adversarial run's share of --minutes
+
 # Fields that may differ when a run is resumed; everything else must match the checkpoint.
 RESUMABLE_CHANGES = {
     *("steps", "minutes", "out", "ckpt_every", "log_every", "grid_every", "logger", "keep", "sample_grid"),
@@ -439,6 +449,12 @@ def validate(config: TrainConfig) -> None:
         raise TinydiffError("--consistency-steps needs --prediction v or x0: from eps, x0 at t = T - 1 is ill-posed")
     if (config.teacher_guide or config.teacher_guidance_interval) and not config.teacher_guidance:
         raise TinydiffError("--teacher-guide and --teacher-guidance-interval need --teacher-guidance w > 0")
+    if config.adversarial and not config.consistency_steps:
+        raise TinydiffError(
+            "--adversarial needs --consistency-steps: it trains a consistency student's one-step images"
+        )
+    if config.adversarial and config.text:
+        raise TinydiffError("--adversarial judges images by class: not with --text")
     if config.teacher and config.self_condition:
         raise TinydiffError("--teacher: a self-conditioned student cannot be distilled")
     if config.teacher and config.clip_aware_loss:  # its one step stands for two clipped ones: x0 may pass +-1

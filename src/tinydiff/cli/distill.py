@@ -3,6 +3,7 @@ samples in N steps (api.distill; the losses in training/distill.py and training/
 
 from __future__ import annotations
 
+from ..config import ADVERSARIAL_SHARE
 from . import COUNT, device_option, finite
 from .sample import guidance_interval_option
 
@@ -41,6 +42,14 @@ def add_parser(sub, common) -> None:
         "T / --from-steps timesteps; the student samples in --steps (any number)",
     )
     p.add_argument(
+        "--adversarial",
+        type=finite,
+        default=0.0,
+        metavar="W",
+        help=f"with --consistency: spend the last {ADVERSARIAL_SHARE:.0%}% of --minutes continuing the student with "
+        "W times a GAN loss on its one-step images (a discriminator on the data's classifier; in OUT/adversarial)",
+    )
+    p.add_argument(
         "--out",
         required=True,
         help="folder: a run per round (steps-N), the last one the student; with --consistency one run (consistency)",
@@ -62,6 +71,7 @@ def run(args) -> None:
         guide=args.guide,
         guidance_interval=args.guidance_interval,
         consistency=args.consistency,
+        adversarial=args.adversarial,
         progress=not args.quiet,
         lr=args.lr,
         device=args.device,

@@ -49,6 +49,7 @@ from ..objectives import diffusion_loss, drop_labels, sample_timesteps
 from ..schedule import NoiseSchedule
 from ..text import ENCODERS
 from . import board, distributed
+from .adversarial import AdversarialTerm
 from .consistency import ConsistencyDistillation
 from .distill import Distillation, TeacherStep
 from .ema import EMA
@@ -207,6 +208,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True
         )
+        self.adversarial = self._adversarial_term() if config.adversarial else None
         self.generator = torch.Generator().manual_seed(config.seed + 1)
         self.step = 0
         self.elapsed_s = 0.0  # training wall time so far, carried across resumes
@@ -246,6 +248,27 @@ class Trainer:
         return embed([c for per_class in captions for c in per_class], self.config.text).reshape(
             len(captions), len(captions[0]), -1
         )
+
+    def _adversarial_term(self) -> AdversarialTerm:
+        """--adversarial: the discriminator on the frozen features of the dataset's classifier."""
+        from ..metrics.classifier import load_classifier
+
+        if self.dist.enabled:
+            raise TinydiffError("--adversarial trains on one process: run it without torchrun")
+        try:
+            features = load_classifier(self.config.data)
+        except TinydiffError as err:
+            raise TinydiffError(f"--adversarial needs the data's classifier: {err}") from None
+        if features.shape != tuple(self.data.shape) or (
+            self.config.conditional and features.head.out_features != self.data.num_classes
+        ):
+            raise TinydiffError(
+                f"--adversarial: the classifier of {self.config.data} takes {features.head.out_features} classes of "
+                f"{'x'.join(map(str, features.shape))} images, the data are {self.data.num_classes} of "
+                f"{'x'.join(map(str, self.data.shape))}"
+            )
+        classes = self.data.num_classes if self.config.conditional else None
+        return AdversarialTerm(features, classes, self.config.adversarial, self.schedule, self.device)
 
     def _initialise(self, checkpoint: str) -> None:
         """--init: the network starts from a checkpoint's EMA weights (same network options)."""
@@ -293,6 +316,8 @@ class Trainer:
                     "resume from an earlier checkpoint"
                 )
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.adversarial is not None:
+            self.adversarial.load(state["adversarial"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["global_rng"])
         self.step = int(state["step"])
@@ -354,6 +379,8 @@ class Trainer:
             "global_rng": torch.get_rng_state(),
             "elapsed_s": self.elapsed_s,
         }
+        if self.adversarial is not None:
+            state["adversarial"] = self.adversarial.state()
         if self.profiles is not None:  # first: a checkpoint always has its snapshot
             self.profiles.save(self.out, self.step)
         return save_checkpoint(
@@ -380,6 +407,26 @@ class Trainer:
         export_model(ckpt, partial)
         os.replace(partial, self.out / GUIDE)
 
+    def _images(self, index: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+        """The training images ``index`` on the device, mirrored where ``flip`` (with --hflip)."""
+        x0 = self.data.batch(index, self.device)
+        if self.config.hflip:
+            x0 = torch.where(flip.to(self.device)[:, None, None, None], x0.flip(-1), x0)
+        return x0
+
+    def _discriminator_step(self, index, flip, parts, z: torch.Tensor, classes: torch.Tensor | None) -> None:
+        """One optimizer step of --adversarial's discriminator: the batch's images against the student's
+        one-step images from the noise z, in the same micro-batches as the student's step."""
+        term, config = self.adversarial, self.config
+        term.optimizer.zero_grad(set_to_none=True)
+        for part in parts:
+            part_classes = None if classes is None else classes[part].to(self.device)
+            with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.amp):
+                fake = term.generate(self.model, z[part].to(self.device), part_classes, config.prediction)
+            real = self._images(index[part], flip[part])
+            (term.discriminator_loss(real, fake, part_classes) / config.accumulate).backward()
+        term.optimizer.step()
+
     def train_step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
         """One optimizer step on one global batch; returns (loss, per-sample losses, timesteps)."""
         config = self.config
@@ -399,17 +446,20 @@ class Trainer:
             labels = drop_labels(self.prompts[self.data.labels[index], which], config.p_uncond, 0, self.generator)
         # self-conditioning on half of the batches (Chen et al. 2022, Alg. 1); no draw without it
         self_condition = config.self_condition and bool(torch.rand((), generator=self.generator) < 0.5)
-        self.optimizer.zero_grad(set_to_none=True)
-        all_losses = []
         # This process's shard of the global batch (all of it on one process), in micro-batches.
         parts = torch.arange(len(index))[self.dist.shard(len(index))].chunk(config.accumulate)
+        adversarial = self.adversarial is not None
+        if adversarial:  # the student's one-step images from fresh noise (no draw without it)
+            z = torch.randn((len(index), *self.data.shape), generator=self.generator)
+            classes = self.data.labels[index] if config.conditional else None  # never the null class
+            self._discriminator_step(index, flip, parts, z, classes)
+        self.optimizer.zero_grad(set_to_none=True)
+        all_losses = []
         for i, part in enumerate(parts):
             # DDP averages gradients over ranks when the last micro-batch's backward runs
             last = i == len(parts) - 1
             sync = contextlib.nullcontext() if last or not self.dist.enabled else self.model.no_sync()
-            x0 = self.data.batch(index[part], self.device)
-            if config.hflip:
-                x0 = torch.where(flip[part].to(self.device)[:, None, None, None], x0.flip(-1), x0)
+            x0 = self._images(index[part], flip[part])
             with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.amp):
                 part_labels = None if labels is None else labels[part].to(self.device)
                 part_t, part_noise = t[part].to(self.device), noise[part].to(self.device)
@@ -429,8 +479,15 @@ class Trainer:
                         self_condition=self_condition,
                         gamma=config.snr_gamma,
                     )
+                total = losses.mean()
+                if adversarial:  # + W * L_G through the updated discriminator
+                    part_classes = None if classes is None else classes[part].to(self.device)
+                    fake = self.adversarial.generate(
+                        self.model, z[part].to(self.device), part_classes, config.prediction
+                    )
+                    total = total + self.adversarial.generator_loss(fake, part_classes)
                 # the mean over the global batch, once DDP has averaged over the world_size ranks
-                (losses.mean() / (config.accumulate)).backward()
+                (total / (config.accumulate)).backward()
             all_losses.append(losses.detach().float())
         losses = self.dist.gather(torch.cat(all_losses)).cpu()
         loss = float(losses.mean())
@@ -553,6 +610,8 @@ class Trainer:
                         "processes": self.dist.world_size,
                         "loss_t": (bucket_sum / bucket_count.clamp(min=1)).tolist(),
                     }
+                    if self.adversarial is not None:  # the discriminator's and the student's hinge losses
+                        record.update(self.adversarial.log())
                     self._append_log(log, record)
                     if writer is not None:
                         board.write_record(writer, record)
