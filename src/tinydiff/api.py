@@ -250,9 +250,9 @@ def distill(
     if consistency:
         run = Path(out) / "consistency"
         roles = dict(init=str(teacher), teacher=str(teacher), student_steps=steps, consistency_steps=from_steps)
-        config = TrainConfig(**{**base, **roles, "out": str(run), **guided})
+        config = full = TrainConfig(**{**base, **roles, "out": str(run), **guided})
         if adversarial:  # the first run's share of the budget
-            config = dataclasses.replace(config, **_budget(config, 1 - ADVERSARIAL_SHARE))
+            config = dataclasses.replace(full, **_budget(full, 1 - ADVERSARIAL_SHARE))
         if progress:
             print(f"consistency distillation of {teacher} across {from_steps} DDIM steps: {run}", file=sys.stderr)
         ckpt = Trainer(config, resume=bool(list_checkpoints(run))).run(progress=progress)
@@ -261,7 +261,7 @@ def distill(
         second = dict(
             out=str(Path(out) / "adversarial"), init=str(run), adversarial=adversarial, lr_schedule="constant"
         )
-        config = dataclasses.replace(config, **second, **_budget(TrainConfig(**base), ADVERSARIAL_SHARE))
+        config = dataclasses.replace(full, **second, **_budget(full, ADVERSARIAL_SHARE))
         if progress:
             print(f"the student against a discriminator (weight {adversarial}): {config.out}", file=sys.stderr)
         return Trainer(config, resume=bool(list_checkpoints(config.out))).run(progress=progress)

@@ -53,7 +53,7 @@ class FeatureDiscriminator(nn.Module):
                 nn.LeakyReLU(0.2),
                 nn.Conv2d(WIDTH, WIDTH, 3, padding=1),
                 nn.LeakyReLU(0.2),
-            )  # fmt: skip
+            )
             for c in widths
         )
         self.scores = nn.ModuleList(nn.Linear(WIDTH, 1) for _ in widths)
@@ -87,9 +87,8 @@ class AdversarialTerm:
 
     def __init__(self, features: SmallClassifier, num_classes: int | None, weight: float, schedule, device):
         self.discriminator = FeatureDiscriminator(features, num_classes).to(device).train()
-        self.optimizer = torch.optim.Adam(
-            [p for p in self.discriminator.parameters() if p.requires_grad], lr=LR, betas=BETAS
-        )
+        self.heads = [p for p in self.discriminator.parameters() if p.requires_grad]  # all but the classifier
+        self.optimizer = torch.optim.Adam(self.heads, lr=LR, betas=BETAS)
         self.weight, self.schedule, self.device = weight, schedule, device
         self._sums, self._count = {"d_loss": 0.0, "g_loss": 0.0}, 0
 
@@ -110,12 +109,13 @@ class AdversarialTerm:
 
     def generator_loss(self, fake: torch.Tensor, labels) -> torch.Tensor:
         """W * L_G: what the student adds to its loss (gradients reach the student only)."""
-        self.discriminator.requires_grad_(False)
+        for p in self.heads:
+            p.requires_grad_(False)
         try:
             loss = -self._scores(fake, labels).mean()
         finally:
-            for name, p in self.discriminator.named_parameters():
-                p.requires_grad_(not name.startswith("features."))
+            for p in self.heads:
+                p.requires_grad_(True)
         self._sums["g_loss"] += loss.item()
         self._count += 1
         return self.weight * loss
