@@ -144,8 +144,8 @@ def test_the_shipped_models_load_and_sample_every_class(name, spec, shape, class
 def test_the_mnist_model_is_the_default():
     assert load().config["data"]["spec"] == "mnist"  # no path: pretrained:mnist
     ships = (
-        "emoji, emoji64, fashion-mnist, fashion-mnist-consistency, fashion-mnist-guide, mnist, mnist-1step, "
-        "mnist-2step, mnist-4step, mnist-adversarial, mnist-consistency, mnist-text"
+        "emoji, emoji64, fashion-mnist, fashion-mnist-adversarial, fashion-mnist-consistency, fashion-mnist-guide, "
+        "mnist, mnist-1step, mnist-2step, mnist-4step, mnist-adversarial, mnist-consistency, mnist-text"
     )
     with pytest.raises(TinydiffError, match=f"no shipped model 'cifar'; tinydiff ships: {ships}"):
         load("pretrained:cifar")
