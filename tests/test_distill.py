@@ -2,6 +2,7 @@
 matches its teacher's two steps with one, and the command that runs the rounds."""
 
 import functools
+import json
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from tinydiff.cli import main
 from tinydiff.errors import TinydiffError
 from tinydiff.samplers import timesteps
 from tinydiff.schedule import NoiseSchedule, broadcast
+from tinydiff.training import TrainConfig, Trainer
 from tinydiff.training.distill import Distillation, TeacherStep
 
 
@@ -151,3 +153,17 @@ def test_an_autoguided_teacher_steps_with_its_guide_only_inside_the_interval(tea
     assert (recorded["teacher_guide"], recorded["teacher_guidance_interval"]) == (str(guide_run), "0,0.6")
     with pytest.raises(TinydiffError, match="--guidance w > 0"):
         tinydiff.distill(teacher / "teacher", 1, teacher / "x", consistency=True, guide=guide_run, progress=False)
+
+
+def test_a_student_run_does_not_inherit_its_teacher_s_guide(teacher, tmp_path):
+    """A teacher trained with --guide-at kept a weaker copy of itself; its students' runs keep none."""
+    options = dict(data=str(teacher / "digits.npz"), steps=8, batch_size=16, sample_grid=0, conditional=True)
+    Trainer(TrainConfig(**options, channels=16, ckpt_every=8, guide_at=0.5, out=str(tmp_path / "t"))).run(
+        progress=False
+    )
+    assert (tmp_path / "t" / "guide").is_dir()
+    student = tinydiff.distill(
+        tmp_path / "t", 1, tmp_path / "s", from_steps=2, minutes=None, train_steps=4, progress=False
+    )
+    assert json.loads((student / "config.json").read_text())["train"]["guide_at"] is None
+    assert not (student.parent / "guide").exists()

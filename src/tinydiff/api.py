@@ -238,7 +238,7 @@ def distill(
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     base = {k: v for k, v in recorded.items() if k in fields}
     base.update(lr=2e-4, warmup=50, lr_schedule="linear", steps=train_steps or 10**8, minutes=minutes)
-    base.update(sample_grid=0, ckpt_every=250, clip_aware_loss=False)
+    base.update(sample_grid=0, ckpt_every=250, clip_aware_loss=False, guide_at=None)  # a student needs no guide
     unguided = dict(teacher_guidance=0.0, teacher_guide=None, teacher_guidance_interval=None)
     base.update(init=None, teacher=None, student_steps=None, consistency_steps=None, adversarial=0.0, **unguided)
     base.update(options)
