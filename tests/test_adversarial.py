@@ -28,19 +28,19 @@ def _term(features, classes=10, weight=1.0) -> AdversarialTerm:
 
 def test_the_discriminator_tells_digits_from_blurred_ones_and_the_student_loss_moves_toward_real():
     torch.manual_seed(0)
-    real = torch.from_numpy(digit_like_images(64, size=28, seed=3)).float() / 127.5 - 1
+    real = torch.from_numpy(digit_like_images(32, size=28, seed=3)).float() / 127.5 - 1
     blurred = F.avg_pool2d(real, 5, stride=1, padding=2, count_include_pad=False)
-    labels = torch.arange(64) % 10
+    labels = torch.arange(32) % 10
     term = _term(classifier.load_classifier("mnist"))
     frozen = {k: v.clone() for k, v in term.discriminator.features.state_dict().items()}
     losses = []
-    for _ in range(60):
+    for _ in range(20):
         term.optimizer.zero_grad()
         loss = term.discriminator_loss(real, blurred, labels)
         loss.backward()
         term.optimizer.step()
         losses.append(loss.item())
-    assert losses[0] > 1.5 and sum(losses[-5:]) / 5 < 0.5, losses[::10]
+    assert losses[0] > 1.5 and sum(losses[-5:]) / 5 < 0.5, losses[::4]
     # the classifier is frozen: its weights and batch statistics are as shipped
     assert all(torch.equal(v, frozen[k]) for k, v in term.discriminator.features.state_dict().items())
     # W * L_G: its gradient reaches the images, not the discriminator, and descending it raises D's score
