@@ -55,7 +55,25 @@ def test_every_command_line_in_the_docs_parses(where, line, capsys):
         validate(TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}))
 
 
-def test_every_relative_link_and_image_in_the_docs_exists():
+def _anchors(page: Path) -> set[str]:
+    """The anchors GitHub gives a Markdown page's headings: the text (a link's text only) lower-cased, all
+    but letters, digits, spaces, hyphens and underscores dropped, spaces made hyphens; a repeated one
+    gets -1, -2, ... Headings inside fenced code are not headings."""
+    anchors, count, fenced = set(), {}, False
+    for line in page.read_text().splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+            continue
+        heading = None if fenced else re.match(r"#{1,6}\s+(.*?)\s*$", line)
+        if heading:
+            text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading.group(1)).lower()
+            anchor = re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+            repeats = count[anchor] = count.get(anchor, -1) + 1
+            anchors.add(f"{anchor}-{repeats}" if repeats else anchor)
+    return anchors
+
+
+def test_every_relative_link_and_image_in_the_docs_exists_and_every_anchor_names_a_heading():
     pages = [
         ROOT / "README.md",
         *sorted((ROOT / "docs").glob("*.md")),
@@ -64,8 +82,11 @@ def test_every_relative_link_and_image_in_the_docs_exists():
     missing = []
     for page in pages:
         for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
-            path = target.split("#", 1)[0]
-            if path and not re.match(r"[a-z]+:", path) and not (page.parent / path).exists():
+            path, _, anchor = target.partition("#")
+            if re.match(r"[a-z]+:", path):
+                continue
+            linked = page.parent / path if path else page
+            if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in _anchors(linked)):
                 missing.append(f"{page.relative_to(ROOT)}: {target}")
     assert not missing, "\n".join(missing)
 
