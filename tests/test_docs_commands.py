@@ -3,6 +3,7 @@ or removed flag, a bad choice or a training option out of range fails here, not 
 (Running them is the job of the tests of each verb; many take minutes.)"""
 
 import dataclasses
+import functools
 import re
 import shlex
 from pathlib import Path
@@ -55,6 +56,7 @@ def test_every_command_line_in_the_docs_parses(where, line, capsys):
         validate(TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}))
 
 
+@functools.cache  # read once per page, not once per link to it
 def _anchors(page: Path) -> set[str]:
     """The anchors GitHub gives a Markdown page's headings: the text (a link's text only) lower-cased, all
     but letters, digits, spaces, hyphens and underscores dropped, spaces made hyphens; a repeated one
