@@ -57,19 +57,19 @@ class DiffusionModel:
         return {"labels": self.balanced_labels(n)}
 
     @contextmanager
-    def count_evaluations(self, guide: DiffusionModel | None = None) -> Iterator[dict]:
+    def count_evaluations(self, *others: DiffusionModel | None) -> Iterator[dict]:
         """Count the network's work inside the block: ``with model.count_evaluations() as count:``
         then ``count["images"]`` images went through the network in ``count["calls"]`` calls. A
         guided step runs 2N images (conditional and unconditional), so ``count["images"] / n`` is
-        the number of function evaluations (NFE) per sample, whatever the sampler. With ``guide``
-        (autoguidance's weaker model), its network's work counts too."""
+        the number of function evaluations (NFE) per sample, whatever the sampler. The networks of
+        ``others`` (autoguidance's weaker model, a refiner; None: none) count too."""
         count = {"calls": 0, "images": 0}
 
         def hook(module, inputs, output):
             count["calls"] += 1
             count["images"] += inputs[0].shape[0]
 
-        nets = [self.net] if guide is None or guide.net is self.net else [self.net, guide.net]
+        nets = list({id(m.net): m.net for m in (self, *others) if m is not None}.values())
         handles = [net.register_forward_hook(hook) for net in nets]
         try:
             yield count

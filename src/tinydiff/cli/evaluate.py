@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import COUNT, SEED, device_option, output_options, output_path
-from .sample import draw, guidance_options, sampler_options, sampling_tag
+from .sample import draw, guidance_options, refine_options, sampler_options, sampling_tag
 
 
 def metrics_options(p) -> None:
@@ -47,6 +47,7 @@ def add_parser(sub, common) -> None:
     sampler_options(p)
     p.add_argument("--seed", type=SEED, default=0)
     guidance_options(p)
+    refine_options(p)
     output_options(p, "the samples (.npz)", "in the run's folder; a shipped model's are kept only with --out")
     metrics_options(p)
     p.set_defaults(func=run_eval)
@@ -117,8 +118,9 @@ def run_eval(args) -> None:
         folder = Path(scratch) if args.ckpt.startswith("pretrained:") else Path(args.ckpt)
         out = output_path(args.out, str(folder / name), args.overwrite)
         guide = load(args.guide, device=model.device) if args.guide else None
-        with model.count_evaluations(guide) as count:
-            images = draw(args, model, n, labels, guide=guide, progress=not args.quiet)
+        refine = load(args.refine, device=model.device) if args.refine else None
+        with model.count_evaluations(guide, refine) as count:
+            images = draw(args, model, n, labels, guide=guide, refine=refine, progress=not args.quiet)
         save_npz(images, out, labels)
         if args.out or folder != Path(scratch):
             print(f"samples: {out}", file=sys.stderr)

@@ -1,5 +1,6 @@
 """``tinydiff sample``, and the sampling flags that eval and reproduce share with it: the sampler's own
-options, the classes (--class) and classifier-free guidance (--guidance, --guidance-interval)."""
+options, the classes (--class), classifier-free guidance (--guidance, --guidance-interval) and a refiner
+(--refine)."""
 
 from __future__ import annotations
 
@@ -102,6 +103,19 @@ def guidance_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def refine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--refine",
+        default=None,
+        metavar="CKPT",
+        help="finish the images with this model of the same data (e.g. a few-step student's teacher): noise them "
+        "to timestep --refine-from and denoise them with its dpm++2m over --refine-steps steps (SDEdit), "
+        "--refine-steps more network evaluations",
+    )
+    p.add_argument("--refine-from", type=int, default=200, metavar="T", help="the refiner's first timestep")
+    p.add_argument("--refine-steps", type=COUNT, default=3, metavar="K", help="the refiner's steps")
+
+
 def draw(args, model, n: int, labels, **more):
     """n images of ``model`` with the sampling flags that sample and eval share (sampler, steps, seed,
     the class labels, guidance and the sampler's own options); ``more`` goes to api.sample too."""
@@ -118,7 +132,9 @@ def draw(args, model, n: int, labels, **more):
         guidance=args.guidance,
         guidance_interval=args.guidance_interval,
         dynamic_threshold=args.dynamic_threshold,
-        **{"guide": args.guide, **sampler_kwargs(args), **more},
+        refine_from=args.refine_from,
+        refine_steps=args.refine_steps,
+        **{"guide": args.guide, "refine": args.refine, **sampler_kwargs(args), **more},
     )
 
 
@@ -136,6 +152,7 @@ def sampling_tag(args, conditional: bool) -> str:
         parts += [f"gi{args.guidance_interval[0]:g}-{args.guidance_interval[1]:g}"] if args.guidance_interval else []
     parts += [f"by-{model_name(args.guide)}"] if args.guide else []
     parts += [f"dt{args.dynamic_threshold:g}"] if args.dynamic_threshold is not None else []
+    parts += [f"refined-{model_name(args.refine)}-t{args.refine_from}x{args.refine_steps}"] if args.refine else []
     parts += [f"seed{args.seed}"] if args.seed else []
     return "-".join(parts)
 
@@ -165,6 +182,7 @@ def add_parser(sub, common) -> None:
     sampler_options(p)
     p.add_argument("--n", type=COUNT, default=64, help="number of images")
     guidance_options(p)
+    refine_options(p)
     p.add_argument(
         "--per-class", type=COUNT, default=None, help="K images of each class, a grid row per class (in place of --n)"
     )

@@ -1,0 +1,75 @@
+"""Refining (SDEdit): a one-step student's digits finished by its teacher, what the noise level keeps
+of the images, and what refining asks of its models."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import tinydiff
+from tinydiff.cli import main
+from tinydiff.errors import TinydiffError
+from tinydiff.metrics.classifier import class_probabilities, load_classifier
+
+
+@pytest.fixture(scope="module")
+def models():
+    return tinydiff.load("pretrained:mnist-adversarial"), tinydiff.load("pretrained:mnist")
+
+
+def test_the_teacher_finishes_a_one_step_students_digits_in_the_evaluations_it_adds(models):
+    student, teacher = models
+    torch.set_num_threads(2)
+    n = 20
+    labels = torch.arange(n) % 10
+    one = tinydiff.sample(student, n, seed=1, labels=labels)
+    with student.count_evaluations(teacher) as count:
+        refined = tinydiff.sample(student, n, seed=1, labels=labels, refine=teacher)
+    assert count["images"] / n == 1 + 3
+    probabilities = class_probabilities(load_classifier("mnist"), ((refined + 1) * 127.5).round().to(torch.uint8))
+    assert (probabilities.argmax(1) == labels).float().mean() >= 0.7  # the shipped models' bar
+    # noised to t = 200 the digits keep their shapes: the refiner redraws detail, not the digit
+    assert 0.005 < (refined - one).abs().mean() < 0.1
+
+
+def test_the_noise_level_decides_how_much_of_the_images_survives(models):
+    """From t = 999 (sqrt(alpha_bar) = 0.006) two different inputs with the same noise end nearly
+    alike; from t = 20 the refiner returns its input nearly unchanged."""
+    _, teacher = models
+    torch.set_num_threads(2)
+    labels = torch.arange(8) % 10
+    digits = tinydiff.sample(teacher, 8, sampler="dpm++2m", steps=10, seed=2, labels=labels)
+    blank = -torch.ones_like(digits)
+
+    def refine(images, start, steps):
+        generator = torch.Generator().manual_seed(3)
+        return tinydiff.api.refine_images(teacher, images, start, steps, labels, generator)
+
+    far = (refine(digits, 999, 10) - refine(blank, 999, 10)).abs().mean()
+    near = (refine(digits, 200, 3) - refine(blank, 200, 3)).abs().mean()
+    assert far < 0.1 * near
+    assert (refine(digits, 20, 1) - digits).abs().mean() < 0.05 < (blank - digits).abs().mean()
+
+
+@pytest.mark.parametrize(
+    "refiner, options, message",
+    [
+        ("pretrained:emoji", {}, "refine with a model of the same data"),
+        ("pretrained:mnist-text", {}, "refine with a model of the same data"),
+        ("pretrained:mnist", {"refine_from": 1000}, "refine from a timestep in [0, 999]"),
+        ("pretrained:mnist", {"refine_from": 2, "refine_steps": 4}, "refine from a timestep"),
+    ],
+)
+def test_a_refiner_of_other_images_or_a_trajectory_that_is_not_one_is_refused_before_any_work(
+    models, refiner, options, message
+):
+    student, _ = models
+    with student.count_evaluations() as count, pytest.raises(TinydiffError, match=message.replace("[", r"\[")):
+        tinydiff.sample(student, 2, labels=[0, 1], refine=refiner, **options)
+    assert count["images"] == 0
+
+
+def test_sample_refine_writes_a_grid_named_by_its_refiner(capsys):
+    main(["sample", "--ckpt", "pretrained:mnist-adversarial", "--refine", "pretrained:mnist", "--n", "10", "--quiet"])
+    grid = capsys.readouterr().out.split("grid: ")[1].strip()
+    assert "refined-pretrained-mnist-t200x3" in grid and Path(grid).exists()
