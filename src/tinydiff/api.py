@@ -190,7 +190,8 @@ def refine_trajectory(refiner: DiffusionModel, model: DiffusionModel, start: int
     T = refiner.schedule.num_timesteps
     if type(start) is not int or not 0 <= start < T or type(steps) is not int or not 1 <= steps <= start + 1:
         raise TinydiffError(
-            f"refine from a timestep in [0, {T - 1}] in 1 to that timestep + 1 steps, got {steps} steps from {start}"
+            f"refine from a timestep in [0, {T - 1}] (--refine-from) in 1 to that timestep + 1 steps "
+            f"(--refine-steps), got {steps} steps from {start}"
         )
     return refiner.schedule.timesteps(steps, "trailing", start).tolist()
 
