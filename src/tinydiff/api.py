@@ -111,7 +111,10 @@ def sample(
         model.check_guide(guide, guidance)  # before any work
     if refine is not None:
         refine = refine if isinstance(refine, DiffusionModel) else load(refine, device=model.device)
-        refine_trajectory(refine, model, refine_from, refine_steps, prompts is not None)  # before any work
+        model.check_same_data(refine, "refiner")  # before any work
+        if prompts is not None or refine.text_encoder:
+            raise TinydiffError("refining takes class-conditional or unconditional models, not text prompts")
+        refine_trajectory(refine, refine_from, refine_steps)
     recipe = sampling_recipe(model)
     if sampler is None or sampler == recipe["sampler"]:
         sampler = recipe["sampler"]
@@ -176,17 +179,9 @@ def sample(
     return images
 
 
-def refine_trajectory(refiner: DiffusionModel, model: DiffusionModel, start: int, steps: int, prompts: bool):
-    """The timesteps along which ``refiner`` finishes ``model``'s images (``steps`` of them from ``start``,
-    trailing); refuses a refiner of other images or classes, and a trajectory that is not one."""
-    if tuple(refiner.image_shape) != tuple(model.image_shape) or refiner.num_classes != model.num_classes:
-        raise TinydiffError(
-            f"the refiner draws {refiner.num_classes or 'no'} classes of {tuple(refiner.image_shape)} images, "
-            f"the model {model.num_classes or 'no'} classes of {tuple(model.image_shape)}: "
-            "refine with a model of the same data"
-        )
-    if prompts or refiner.text_encoder:
-        raise TinydiffError("refining takes class-conditional or unconditional models, not text prompts")
+def refine_trajectory(refiner: DiffusionModel, start: int, steps: int) -> list[int]:
+    """The timesteps along which ``refiner`` finishes images: ``steps`` of them from ``start``, trailing;
+    refuses a trajectory that is not one, naming the flags that set it."""
     T = refiner.schedule.num_timesteps
     if type(start) is not int or not 0 <= start < T or type(steps) is not int or not 1 <= steps <= start + 1:
         raise TinydiffError(
@@ -211,9 +206,9 @@ def refine_images(
     with deterministic dpm++2m over ``steps`` timesteps: ``steps`` network evaluations per image. Noised
     to t = 200 (sigma_t = 0.34 on the linear schedule) the images keep their shapes and the refiner redraws
     their fine detail, which finishes a one-step student's images with its teacher."""
-    tau = refine_trajectory(refiner, refiner, start, steps, False)
-    a = float(refiner.schedule.alpha_bar_at(start))
-    x_t = a**0.5 * images + (1 - a) ** 0.5 * noise_like(images, generator)  # DDPM eq. 4
+    tau = refine_trajectory(refiner, start, steps)
+    t = torch.full((len(images),), start)
+    x_t = refiner.schedule.q_sample(images, t, noise_like(images, generator))  # DDPM eq. 4
     return sample(
         refiner,
         len(images),

@@ -117,13 +117,18 @@ class DiffusionModel:
         condition) or a weight w that does not guide."""
         if not w > 0:
             raise TinydiffError(f"autoguidance needs a guidance weight w > 0 (--guidance), got {w:g}")
-        mine = (self.image_shape, self.num_classes, self.text_encoder)
-        theirs = (guide.image_shape, guide.num_classes, guide.text_encoder)
-        for what, a, b in zip(("image shape", "classes", "text encoder"), mine, theirs):
-            if a != b:
-                raise TinydiffError(f"the guide model's {what} ({b}) differs from the model's ({a})")
+        self.check_same_data(guide, "guide")
         if not torch.equal(self.schedule.alpha_bar, guide.schedule.alpha_bar):
             raise TinydiffError("the guide model has another noise schedule: its timesteps are other noise levels")
+
+    def check_same_data(self, other: DiffusionModel, role: str) -> None:
+        """Refuse ``other`` (the model playing ``role``: guide, refiner) if it draws other images than
+        this model: another image shape, other classes or another text encoder."""
+        mine = (self.image_shape, self.num_classes, self.text_encoder)
+        theirs = (other.image_shape, other.num_classes, other.text_encoder)
+        for what, a, b in zip(("image shape", "classes", "text encoder"), mine, theirs):
+            if a != b:
+                raise TinydiffError(f"the {role} model's {what} ({b}) differs from the model's ({a})")
 
     @property
     def clip_aware(self) -> bool:
