@@ -9,6 +9,7 @@ import re
 import sys
 from pathlib import Path
 
+from ..config import REFINE_FROM, REFINE_STEPS
 from ..schedule import SPACINGS
 from . import COUNT, SEED, device_option, finite, model_name, output_options, output_path
 
@@ -109,11 +110,11 @@ def refine_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="CKPT",
         help="finish the images with this model of the same data (e.g. a few-step student's teacher): noise them "
-        "to timestep --refine-from and denoise them with its dpm++2m over --refine-steps steps (SDEdit), "
-        "--refine-steps more network evaluations",
+        "to timestep --refine-from and denoise them with its dpm++2m over --refine-steps steps, spaced uniformly "
+        "in log-SNR (SDEdit), --refine-steps more network evaluations",
     )
-    p.add_argument("--refine-from", type=int, default=200, metavar="T", help="the refiner's first timestep")
-    p.add_argument("--refine-steps", type=COUNT, default=3, metavar="K", help="the refiner's steps")
+    p.add_argument("--refine-from", type=int, default=REFINE_FROM, metavar="T", help="the refiner's first timestep")
+    p.add_argument("--refine-steps", type=COUNT, default=REFINE_STEPS, metavar="K", help="the refiner's steps")
 
 
 def draw(args, model, n: int, labels, **more):
