@@ -144,6 +144,31 @@ def test_karras_spacing_takes_the_timesteps_nearest_edm_noise_levels(name, steps
 
 
 @pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("start, steps", [(500, 3), (300, 5), (990, 10), (100, 1)])
+def test_log_snr_steps_run_evenly_in_log_sigma_from_a_start_to_sigma_0_08(name, start, steps):
+    s = NoiseSchedule.create(name, 1000)
+    tau = s.log_snr_steps(steps, start)
+    assert tau[0] == start and len(tau) == steps and (tau.diff() < 0).all()
+    # lambda = -log sigma_t: the levels log-uniform from sigma_start to 0.08, each timestep the nearest
+    sigma = s.sigma(torch.arange(1000))
+    levels = torch.logspace(math.log10(float(sigma[start])), math.log10(0.08), steps, dtype=torch.float64)
+    for t, level in zip(tau.tolist(), levels.tolist()):
+        gap = abs(math.log(float(sigma[t]) / level))
+        assert all(gap <= abs(math.log(float(sigma[u]) / level)) for u in (t - 1, t + 1) if 0 <= u <= start)
+
+
+def test_log_snr_steps_from_below_sigma_0_08_or_the_top_of_the_cosine_schedule_stay_distinct():
+    s = NoiseSchedule.create("cosine", 1000)
+    assert s.sigma(20) < 0.08
+    assert s.log_snr_steps(3, 20).tolist() == [20, 19, 18]
+    assert s.log_snr_steps(3, 2).tolist() == [2, 1, 0]
+    top = s.log_snr_steps(10, 999)  # sigma falls from 20,000 to 71 over the last ten timesteps
+    assert top[0] == 999 and (top.diff() < 0).all() and top[-1] == 43
+    with pytest.raises(ValueError, match="steps must be in"):
+        s.log_snr_steps(4, 2)
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
 @pytest.mark.parametrize("k", [0.5, 5.2])
 def test_snr_scale_multiplies_the_snr_of_every_timestep(name, k):
     base, scaled = NoiseSchedule.create(name, 1000), NoiseSchedule.create(name, 1000, snr_scale=k)

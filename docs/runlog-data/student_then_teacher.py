@@ -1,11 +1,12 @@
-"""A one-step student's images refined by its teacher (run log §70, trial): draws 2,048 images of STUDENT in one
+"""A one-step student's images refined by its teacher (run log §70-71, trial): draws 2,048 images of STUDENT in one
 step (labels in its data's proportions), noises them again to timestep t (DDPM eq. 4, fresh noise) and lets TEACHER
 finish with dpm++2m over K timesteps from t (spacing SPACING, noise ETA), for each "t:K:ETA" of a comma-separated
-list (K = 0: the student alone); prints FID against the training set at n = 2,048 (one draw each, the same
-images and noise for every entry). `tinydiff sample/eval --refine` does the same with a trailing spacing.
+list (K = 0: the student alone); "t/t2/t3::ETA" steps along t, t2, t3 instead. Prints FID against the training set
+at n = 2,048 (one draw each, the same images and noise for every entry). `tinydiff sample/eval --refine` steps
+along trajectories such as "500/169/43" (evenly in log-SNR down to sigma 0.08; `--spacing logsnr` runs on to t = 0).
 
     .venv/bin/python docs/runlog-data/student_then_teacher.py pretrained:mnist-adversarial pretrained:mnist \
-        300:3:0,300:3:1 --spacing trailing
+        300:3:0,300:3:1,500/169/43::0 --spacing trailing
 """
 
 import argparse
@@ -38,14 +39,16 @@ extractor = InceptionFeatures("cpu", log=lambda *a: None)
 out = Path(args.out)
 for entry in args.grid.split(","):
     t, k, eta = entry.split(":")
-    t, k, eta = int(t), int(k), float(eta)
+    explicit = "/" in t
+    tau = [int(step) for step in t.split("/")]  # an explicit trajectory, or only its start
+    t, k, eta = tau[0], len(tau) if explicit else int(k), float(eta)
     if k == 0:
         images = x0
     else:
         generator = torch.Generator().manual_seed(args.seed + 1)
         a = float(teacher.schedule.alpha_bar_at(t))
         x_t = a**0.5 * x0 + (1 - a) ** 0.5 * noise_like(x0, generator)  # DDPM eq. 4
-        tau = teacher.schedule.timesteps(k, args.spacing, t).tolist()
+        tau = tau if explicit else teacher.schedule.timesteps(k, args.spacing, t).tolist()
         images = sample(
             teacher,
             n,
@@ -57,7 +60,8 @@ for entry in args.grid.split(","):
             seed=args.seed + 2,
             batch_size=256,
         )
-    path = save_npz(images, out / f"t{t}-k{k}-eta{eta}-{args.spacing}.npz", labels)
+    name = f"t{'-'.join(map(str, tau if k else [t]))}-k{k}-eta{eta}" + ("" if explicit else f"-{args.spacing}")
+    path = save_npz(images, out / f"{name}.npz", labels)
     fid = score(
         str(path),
         student.config["data"]["spec"],
@@ -68,4 +72,5 @@ for entry in args.grid.split(","):
         log=lambda *a: None,
         progress=False,
     )["fid"]
-    print(json.dumps({"t": t, "k": k, "eta": eta, "spacing": args.spacing, "fid": round(fid, 2)}), flush=True)
+    trajectory = "/".join(map(str, tau)) if k else "-"
+    print(json.dumps({"t": t, "k": k, "eta": eta, "trajectory": trajectory, "fid": round(fid, 2)}), flush=True)

@@ -180,16 +180,18 @@ def sample(
 
 
 def refine_trajectory(refiner: DiffusionModel, start: int, steps: int) -> list[int]:
-    """The timesteps along which ``refiner`` finishes images: ``steps`` of them from ``start``, uniform in
-    log-SNR (DPM-Solver Sec. 3.3), which packs them at low noise where the detail is drawn (from t = 500:
-    500, 110, 15); refuses a trajectory that is not one, naming the flags that set it."""
-    T = refiner.schedule.num_timesteps
-    if type(start) is not int or not 0 <= start < T or type(steps) is not int or not 1 <= steps <= start + 1:
+    """The timesteps along which ``refiner`` finishes images: ``steps`` of them from ``start`` down to
+    sigma = 0.08, evenly in log-SNR (``NoiseSchedule.log_snr_steps``; from t = 600 on the cosine schedule:
+    600, 198, 43); refuses a trajectory that is not one, naming the flags that set it."""
+    try:
+        if type(start) is not int or type(steps) is not int:
+            raise ValueError
+        return refiner.schedule.log_snr_steps(steps, start).tolist()
+    except ValueError:
         raise TinydiffError(
-            f"refine from a timestep in [0, {T - 1}] (--refine-from) in 1 to that timestep + 1 steps "
-            f"(--refine-steps), got {steps} steps from {start}"
-        )
-    return refiner.schedule.timesteps(steps, "logsnr", start).tolist()
+            f"refine from a timestep in [0, {refiner.schedule.num_timesteps - 1}] (--refine-from) in 1 to that "
+            f"timestep + 1 steps (--refine-steps), got {steps} steps from {start}"
+        ) from None
 
 
 def refine_images(
@@ -205,8 +207,8 @@ def refine_images(
     """SDEdit (Meng et al. 2022): ``images`` [N, C, H, W] noised to timestep ``start`` with fresh noise,
     x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (DDPM eq. 4), and denoised again by ``refiner``
     with deterministic dpm++2m over ``steps`` timesteps: ``steps`` network evaluations per image. Noised
-    to t = 500 (sigma_t = 1.02 on the cosine schedule: signal and noise alike) the images keep their shapes
-    and the refiner redraws their strokes, which finishes a one-step student's images with its teacher."""
+    to t = 600 (sigma_t = 1.4 on the cosine schedule: noise 1.4 times the signal) the images keep their
+    shapes and the refiner redraws their strokes, which finishes a one-step student's images with its teacher."""
     tau = refine_trajectory(refiner, start, steps)
     t = torch.full((len(images),), start)
     x_t = refiner.schedule.q_sample(images, t, noise_like(images, generator))  # DDPM eq. 4

@@ -400,8 +400,8 @@ def default_out(data: str) -> str:
 
 
 ADVERSARIAL_SHARE = 0.4  # tinydiff distill --adversarial: the adversarial run's share of --minutes
-# sample/eval --refine: noise to t = 500, three steps back (chosen on MNIST's one-step student; docs/RESULTS.md)
-REFINE_FROM, REFINE_STEPS = 500, 3
+# sample/eval --refine: noise to t = 600, three steps back (chosen on MNIST's one-step student; docs/RESULTS.md)
+REFINE_FROM, REFINE_STEPS = 600, 3
 
 # Fields that may differ when a run is resumed; everything else must match the checkpoint.
 RESUMABLE_CHANGES = {

@@ -18,7 +18,8 @@ import torch
 
 SCHEDULES = ("linear", "cosine")
 SPACINGS = ("uniform", "leading", "trailing", "quadratic", "logsnr", "karras")
-KARRAS_SIGMAS = (10.0, 0.08)  # the "karras" spacing's noise levels after its first step (see timesteps)
+SIGMA_LOWEST = 0.08  # the lowest noise level the karras spacing and log_snr_steps step to (see timesteps)
+KARRAS_SIGMAS = (10.0, SIGMA_LOWEST)  # the "karras" spacing's noise levels after its first step
 MAX_TIMESTEPS = 100_000  # the largest T a config may give (keeps the schedule's tables small)
 
 
@@ -105,6 +106,11 @@ class NoiseSchedule:
         alpha_bar = broadcast(self.alpha_bar_at(t), x0)
         return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
 
+    def log_snr(self, t: torch.Tensor | int) -> torch.Tensor:
+        """lambda_t = log(alpha_t / sigma_t) in DPM-Solver's notation (Lu et al. 2022, Sec. 3.1: alpha_t^2 =
+        alpha_bar_t, sigma_t^2 = 1 - alpha_bar_t), half the log of the SNR; equal to -log of ``sigma``."""
+        return self.snr(t).log() / 2
+
     def sigma(self, t: torch.Tensor | int) -> torch.Tensor:
         """The noise level sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) of x_t / sqrt(alpha_bar_t)
         (Karras et al. 2022, "EDM": x_t / sqrt(alpha_bar_t) = x_0 + sigma_t eps)."""
@@ -116,6 +122,16 @@ class NoiseSchedule:
         betas are clipped at 0.999), where ODE solvers that extrapolate in sigma are ill-posed."""
         below = (self.sigma(torch.arange(self.num_timesteps)) <= sigma_max).nonzero()
         return int(below.max()) if len(below) else 0
+
+    def check_trajectory(self, num_steps: int, start: int | None) -> int:
+        """T' = start + 1 (start = T - 1 if not given), the timesteps a trajectory of ``num_steps`` from
+        ``start`` may use; raises ValueError where there is no such trajectory."""
+        start = self.num_timesteps - 1 if start is None else start
+        if not 0 <= start < self.num_timesteps:
+            raise ValueError(f"the first timestep must be in [0, {self.num_timesteps - 1}], got {start}")
+        if not 1 <= num_steps <= start + 1:
+            raise ValueError(f"number of steps must be in [1, {start + 1}], got {num_steps}")
+        return start + 1
 
     def timesteps(self, num_steps: int, spacing: str = "uniform", start: int | None = None) -> torch.Tensor:
         """A decreasing trajectory tau of ``num_steps`` timesteps (DDIM Sec. 4.2; S = num_steps).
@@ -140,12 +156,7 @@ class NoiseSchedule:
                    chosen on short MNIST runs (docs/RESULTS.md, "Autoguidance").
         Samplers step from each element to the next, and from the last to -1 (clean data).
         """
-        start = self.num_timesteps - 1 if start is None else start
-        if not 0 <= start < self.num_timesteps:
-            raise ValueError(f"the first timestep must be in [0, {self.num_timesteps - 1}], got {start}")
-        T = start + 1
-        if not 1 <= num_steps <= T:
-            raise ValueError(f"number of steps must be in [1, {T}], got {num_steps}")
+        T = self.check_trajectory(num_steps, start)
         if spacing == "uniform":
             # from the top: with S = 1 the single step is T-1 (pure noise), not 0
             steps = torch.linspace(T - 1, 0, num_steps, dtype=torch.float64).round().long()
@@ -157,28 +168,50 @@ class NoiseSchedule:
             grid = torch.linspace(0, math.sqrt(0.8 * T), num_steps, dtype=torch.float64)
             steps = (grid**2).long()
         elif spacing == "logsnr":
-            lam = self.snr(torch.arange(T)).log() / 2  # decreasing in t
+            lam = self.log_snr(torch.arange(T))  # decreasing in t
             grid = torch.linspace(float(lam[-1]), float(lam[0]), num_steps + 1, dtype=torch.float64)[:-1]
-            steps = (lam[None, :] - grid[:, None]).abs().argmin(1)
+            steps = nearest(lam, grid)
         elif spacing == "karras":
             sigma = self.sigma(torch.arange(T))
             hi, lo = min(KARRAS_SIGMAS[0], float(sigma[-1])), KARRAS_SIGMAS[1]
-            i = torch.linspace(0, 1, num_steps - 1, dtype=torch.float64)[:, None]
+            i = torch.linspace(0, 1, num_steps - 1, dtype=torch.float64)
             levels = (hi ** (1 / 7) + i * (lo ** (1 / 7) - hi ** (1 / 7))) ** 7  # EDM eq. 5, rho = 7
-            nearest = (sigma[None, :] - levels).abs().argmin(1)
-            steps = torch.cat([torch.tensor([T - 1]), nearest])
+            steps = torch.cat([torch.tensor([T - 1]), nearest(sigma, levels)])
         else:
             raise ValueError(f"unknown spacing {spacing!r}; choose from {', '.join(SPACINGS)}")
-        # Rounding can repeat a timestep (DDIM's quadratic grid gives 0, 0, 1, 3, ... for S = 50);
-        # move each repeat one step up so that the trajectory has S distinct timesteps. Repeats at the
-        # top (logsnr on the cosine schedule: lambda falls from -5.1 to -9.9 over its last five
-        # timesteps) would then pass T - 1, so the top is pushed back down; S <= T leaves room.
-        steps = steps.sort().values
-        for i in range(1, num_steps):
-            steps[i] = max(steps[i], steps[i - 1] + 1)
-        for i in range(num_steps - 1, -1, -1):
-            steps[i] = min(steps[i], T - num_steps + i)
-        return steps.flip(0)
+        return distinct(steps, T)
+
+    def log_snr_steps(self, num_steps: int, start: int, lowest: float = SIGMA_LOWEST) -> torch.Tensor:
+        """``num_steps`` timesteps from ``start`` down to the noise level sigma_t = ``lowest``, both ends
+        included, evenly spaced in log-SNR (DPM-Solver Sec. 3.3), each mapped to the nearest timestep: 500,
+        169, 43 from t = 500 in three on the cosine schedule of 1,000 steps. The logsnr spacing runs on to
+        t = 0 instead (500, 110, 15); this one stops where karras does. Where ``start`` is already at or
+        below ``lowest``, or there are fewer timesteps between the two than ``num_steps``, the trajectory
+        is made distinct as every spacing is (from t = 20 in three: 20, 19, 18)."""
+        T = self.check_trajectory(num_steps, start)
+        lam = self.log_snr(torch.arange(T))
+        end = max(-math.log(lowest), float(lam[-1]))  # lambda = -log sigma_t (see log_snr)
+        return distinct(nearest(lam, torch.linspace(float(lam[-1]), end, num_steps, dtype=torch.float64)), T)
+
+
+def nearest(table: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """For each of ``levels`` [S], the index of the nearest entry of ``table`` [T] (a monotone table of
+    the timesteps' noise levels): the timesteps that trajectories given as noise levels take."""
+    return (table[None, :] - levels[:, None]).abs().argmin(1)
+
+
+def distinct(steps: torch.Tensor, T: int) -> torch.Tensor:
+    """S timesteps in [0, T - 1] -> S distinct ones, decreasing. Rounding can repeat a timestep
+    (DDIM's quadratic grid gives 0, 0, 1, 3, ... for S = 50); each repeat moves one step up. Repeats at
+    the top (logsnr on the cosine schedule: lambda falls from -5.1 to -9.9 over its last five
+    timesteps) would then pass T - 1, so the top is pushed back down; S <= T leaves room."""
+    num_steps = len(steps)
+    steps = steps.sort().values
+    for i in range(1, num_steps):
+        steps[i] = max(steps[i], steps[i - 1] + 1)
+    for i in range(num_steps - 1, -1, -1):
+        steps[i] = min(steps[i], T - num_steps + i)
+    return steps.flip(0)
 
 
 def broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -110,8 +110,8 @@ def refine_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="CKPT",
         help="finish the images with this model of the same data (e.g. a few-step student's teacher): noise them "
-        "to timestep --refine-from and denoise them with its dpm++2m over --refine-steps steps, spaced uniformly "
-        "in log-SNR (SDEdit), --refine-steps more network evaluations",
+        "to timestep --refine-from and denoise them with its dpm++2m over --refine-steps steps, evenly in log-SNR "
+        "down to sigma 0.08 (SDEdit), --refine-steps more network evaluations",
     )
     p.add_argument("--refine-from", type=int, default=REFINE_FROM, metavar="T", help="the refiner's first timestep")
     p.add_argument("--refine-steps", type=COUNT, default=REFINE_STEPS, metavar="K", help="the refiner's steps")
