@@ -24,7 +24,7 @@ for each --sigma-rel S, with the average made after training over S of its steps
 lucidrains' denoising-diffusion-pytorch as a replication of DDPM set it up (lucidrains.py; installed
 beside the project, not a dependency); autoguided, the conditional recipe keeping its EMA weights at a
 fifth of the run (--guide-at 0.2) and sampled guided by them (autoguidance: 15 steps, the last 5 guided
-with w = 1, 20 network evaluations in all).
+with w = 1, 20 network evaluations in all); muon, the autoguided recipe trained with `--optimizer muon`.
 
 --device cuda: train, sample and score on the GPU; its runs are kept apart from the CPU's (a minute
 buys other steps there) and its rows name it.
@@ -64,6 +64,7 @@ RECIPES = {
     },
     # conditional, keeping its EMA weights at a fifth of the run as the guide for autoguided samples
     "autoguided": {"amp": True, "conditional": True, "guide_at": 0.2},
+    "muon": {"amp": True, "conditional": True, "guide_at": 0.2, "optimizer": "muon"},  # autoguided, trained with Muon
     "lucidrains": {},  # not tinydiff's trainer: see peer()
 }
 SAMPLING = {"sampler": "dpm++2m", "steps": 20, "eta": 3.0}

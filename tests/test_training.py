@@ -46,11 +46,12 @@ def _loss_argument(monkeypatch, name):
     return seen
 
 
-@pytest.mark.parametrize("sampling", ["uniform", "stratified"])
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(npz, tmp_path, sampling):
-    Trainer(_config(npz, tmp_path / "full", timestep_sampling=sampling)).run(progress=False)
-    Trainer(_config(npz, tmp_path / "part", steps=3, timestep_sampling=sampling)).run(progress=False)
-    Trainer(_config(npz, tmp_path / "part", timestep_sampling=sampling), resume=True).run(progress=False)
+@pytest.mark.parametrize("sampling, optimizer", [("uniform", "adamw"), ("stratified", "adamw"), ("uniform", "muon")])
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(npz, tmp_path, sampling, optimizer):
+    settings = dict(timestep_sampling=sampling, optimizer=optimizer)
+    Trainer(_config(npz, tmp_path / "full", **settings)).run(progress=False)
+    Trainer(_config(npz, tmp_path / "part", steps=3, **settings)).run(progress=False)
+    Trainer(_config(npz, tmp_path / "part", **settings), resume=True).run(progress=False)
     for name, use_ema in (("model", False), ("ema", True)):
         a = load(tmp_path / "full", ema=use_ema).net.state_dict()
         b = load(tmp_path / "part", ema=use_ema).net.state_dict()

@@ -28,7 +28,8 @@ from .schedule import MAX_TIMESTEPS, SCHEDULES, NoiseSchedule
 from .text import DEFAULT_ENCODER, ENCODERS
 
 LOGGERS = ("jsonl", "tensorboard")
-LR_SCHEDULES = ("constant", "cosine", "linear")  # after warm-up: see training.trainer.learning_rate
+LR_SCHEDULES = ("constant", "cosine", "linear")
+OPTIMIZERS = ("adamw", "muon")  # after warm-up: see training.trainer.learning_rate
 MAX_SEED = 2**32 - 1
 DEFAULT_STEPS = 2000  # without --minutes
 UNLIMITED_STEPS = 10**9  # with --minutes and no --steps: the budget ends the run
@@ -169,7 +170,7 @@ class TrainConfig:
         "an integer >= 1",
     )
     batch_size: int = option(64, "images per optimizer step", _count(1), "an integer >= 1")
-    lr: float = option(2e-3, "peak learning rate (AdamW)", _real(lambda v: 0 < v < math.inf), "positive and finite")
+    lr: float = option(2e-3, "peak learning rate", _real(lambda v: 0 < v < math.inf), "positive and finite")
     warmup: int = option(100, "linear learning-rate warm-up steps", _count(0), "an integer >= 0")
     lr_schedule: str = option(
         "cosine",
@@ -177,7 +178,16 @@ class TrainConfig:
         "--minutes budget, whichever comes first, or constant (for a run to be continued later)",
         **one_of(LR_SCHEDULES),
     )
-    weight_decay: float = option(0.0, "AdamW's weight decay", _real(lambda v: 0 <= v < math.inf), ">= 0 and finite")
+    weight_decay: float = option(
+        0.0, "decoupled weight decay (AdamW's)", _real(lambda v: 0 <= v < math.inf), ">= 0 and finite"
+    )
+    optimizer: str = option(
+        "adamw",
+        "adamw, or muon: Muon on the hidden layers' weight matrices and AdamW on the rest, at the same --lr and "
+        "schedule (Jordan et al. 2024; training/muon.py)",
+        **one_of(OPTIMIZERS),
+        keyed_at_default=False,
+    )
     schedule: str = option(
         "cosine", "noise schedule: cosine (Nichol & Dhariwal 2021) or linear (DDPM's betas)", **one_of(SCHEDULES)
     )

@@ -21,6 +21,7 @@ class MLP(nn.Module):
             layers += [nn.Linear(width, hidden), nn.SiLU()]
             width = hidden
         self.body = nn.Sequential(*layers, nn.Linear(width, size))
+        self.edge_layers = ("body.0", f"body.{len(self.body) - 1}")  # read x_t, write the prediction (training/muon.py)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y=None) -> torch.Tensor:
         h = torch.cat([x.flatten(1), self.time(t)], dim=1)

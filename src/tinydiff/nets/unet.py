@@ -111,6 +111,8 @@ class UNet(nn.Module):
     x_self: [N, C, H, W] an estimate of x0, for a network built with self_condition=True (None = zeros).
     """
 
+    edge_layers = ("stem", "out")  # read the image, write the prediction: AdamW's under --optimizer muon
+
     def __init__(
         self,
         in_channels: int = 1,

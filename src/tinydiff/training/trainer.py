@@ -53,6 +53,7 @@ from .adversarial import AdversarialTerm
 from .consistency import ConsistencyDistillation
 from .distill import Distillation, TeacherStep
 from .ema import EMA
+from .muon import Muon
 from .posthoc import Profiles
 
 LOSS_BUCKETS = 10  # loss_t is reported as the mean loss in 10 equal bands of timesteps
@@ -203,11 +204,13 @@ class Trainer:
             self.model = torch.compile(self.model)
         self.ema = EMA(self.net, config.ema_decay) if self.dist.is_main else None
         self.profiles = Profiles(self.net) if config.posthoc_ema and self.dist.is_main else None
-        # foreach: the multi-tensor AdamW, bitwise the same updates as torch's per-tensor loop (the
-        # default on CPU) with less overhead per tensor; so is clip_grad_norm_'s below
-        self.optimizer = torch.optim.AdamW(
-            self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True
-        )
+        if config.optimizer == "muon":
+            self.optimizer = Muon(self.net, lr=config.lr, weight_decay=config.weight_decay)
+        else:  # foreach: the multi-tensor AdamW, bitwise the same updates as torch's per-tensor loop (the
+            # default on CPU) with less overhead per tensor; so is clip_grad_norm_'s below
+            self.optimizer = torch.optim.AdamW(
+                self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True
+            )
         self.adversarial = self._adversarial_term() if config.adversarial else None
         self.generator = torch.Generator().manual_seed(config.seed + 1)
         self.step = 0
