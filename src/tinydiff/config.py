@@ -28,8 +28,8 @@ from .schedule import MAX_TIMESTEPS, SCHEDULES, NoiseSchedule
 from .text import DEFAULT_ENCODER, ENCODERS
 
 LOGGERS = ("jsonl", "tensorboard")
-LR_SCHEDULES = ("constant", "cosine", "linear")
-OPTIMIZERS = ("adamw", "muon")  # after warm-up: see training.trainer.learning_rate
+LR_SCHEDULES = ("constant", "cosine", "linear")  # after warm-up: see training.trainer.learning_rate
+OPTIMIZERS = ("adamw", "muon")  # muon: training/muon.py
 MAX_SEED = 2**32 - 1
 DEFAULT_STEPS = 2000  # without --minutes
 UNLIMITED_STEPS = 10**9  # with --minutes and no --steps: the budget ends the run
