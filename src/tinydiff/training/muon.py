@@ -15,7 +15,8 @@ the embedding tables, biases and norms take AdamW (Jordan et al.: Muon is for hi
 names its edge layers in ``edge_layers``.
 
 Matrices of the same shape are orthogonalised together (batched matrix products), which on a CPU costs
-one call per shape instead of one per matrix.
+one call per shape instead of one per matrix. torch.optim.Muon does the same arithmetic (in bfloat16) but takes
+2-D parameters only, not convolution kernels; the tests compare the two on weight matrices.
 """
 
 from __future__ import annotations
