@@ -93,7 +93,7 @@ def test_the_unet_gives_muon_its_hidden_weights_and_adamw_its_edges_embeddings_b
     assert not any(n.startswith(("stem.", "out.", "label.")) for n in muon_names)
 
 
-def test_train_with_muon_learns_records_it_and_refuses_to_resume_with_adamw(tmp_path, capsys):
+def test_train_with_muon_learns_records_it_and_resumes_only_with_the_optimizer_it_trained_with(tmp_path, capsys):
     data = tmp_path / "digits.npz"
     np.savez(data, x=digit_like_images(48))
     args = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--batch-size", "16", "--channels", "8"]
@@ -104,3 +104,13 @@ def test_train_with_muon_learns_records_it_and_refuses_to_resume_with_adamw(tmp_
     assert sum(losses[-3:]) < 0.5 * sum(losses[:3])
     assert main([*args, "--steps", "70", "--resume", "--optimizer", "adamw"]) == 2
     assert "optimizer='muon' (now 'adamw')" in capsys.readouterr().err
+    # a checkpoint written before the option existed was trained with AdamW
+    old = [*args[:4], str(tmp_path / "old"), *args[5:]]
+    assert main([*old, "--steps", "10"]) == 0
+    config = next((tmp_path / "old").glob("ckpt-*")) / "config.json"
+    saved = json.loads(config.read_text())
+    del saved["train"]["optimizer"]
+    config.write_text(json.dumps(saved))
+    assert main([*old, "--steps", "20", "--resume", "--optimizer", "muon"]) == 2
+    assert "optimizer='adamw' (now 'muon')" in capsys.readouterr().err
+    assert main([*old, "--steps", "20", "--resume"]) == 0
