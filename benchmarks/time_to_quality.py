@@ -1,6 +1,6 @@
 """FID against training minutes: how good a model is after 5, 10, 20, 40 or 60 minutes of this
-machine, for tinydiff's default recipe (unconditional, and class-conditional as `make demo` trains)
-and for diffusers' UNet2DModel trained in the same loop.
+machine, for tinydiff's default recipe (unconditional, and class-conditional as `make demo` trains but with
+AdamW) and for diffusers' UNet2DModel trained in the same loop.
 
 Each (data, recipe, budget) is its own run of that many minutes (the learning-rate schedule follows
 the run's own budget), sampled like the shipped models (DPM-Solver++(2M), 20 steps, eta 3) and
@@ -47,7 +47,7 @@ from tinydiff.experiments.lab import Lab, Pending, accelerator
 
 RECIPES = {
     "tinydiff": {"amp": True},  # today's defaults with bf16 autocast
-    "conditional": {"amp": True, "conditional": True},  # the same with class labels, as `make demo` trains
+    "conditional": {"amp": True, "conditional": True},  # the same with class labels (make demo's, with AdamW)
     "constant-lr": {"amp": True, "lr_schedule": "constant"},  # the same without the learning rate's decay
     "hflip": {"amp": True, "conditional": True, "hflip": True},  # conditional, with random horizontal flips
     "wide": {"amp": True, "conditional": True, "channels": 32},  # conditional, the U-Net twice as wide (tiny)
