@@ -301,7 +301,9 @@ class Trainer:
     def _restore(self, ckpt: Path) -> None:
         saved = read_config(ckpt)
         ours = self.model_config["train"]
-        theirs = saved["train"]  # with LEGACY_VALUES filled in by read_config
+        # a field newer than the checkpoint trained as its default does (or, where the default has changed
+        # since, as checkpoint.LEGACY_VALUES says: read_config fills those in)
+        theirs = {f.name: f.default for f in dataclasses.fields(TrainConfig)} | saved["train"]
         diffs = [k for k, v in theirs.items() if k not in RESUMABLE_CHANGES and ours.get(k) != v]
         if diffs or saved.get("net") != self.model_config["net"]:
             what = ", ".join(f"{k}={theirs[k]!r} (now {ours.get(k)!r})" for k in diffs) or "network"
