@@ -102,7 +102,8 @@ def peer(labs: list[Lab], data: str, recipe: str, minutes: float, n: int) -> tup
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", default=["mnist", "fashion-mnist"])
-    parser.add_argument("--minutes", nargs="+", type=float, default=[5, 10, 20, 40, 60])
+    # floats, as --minutes parses them: a budget of 5 and one of 5.0 would key different runs
+    parser.add_argument("--minutes", nargs="+", type=float, default=[5.0, 10.0, 20.0, 40.0, 60.0])
     parser.add_argument("--recipes", nargs="+", default=["tinydiff", "conditional", "diffusers"], choices=list(RECIPES))
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     parser.add_argument("--cached-only", action="store_true", help="table and curve of the cells computed so far")
@@ -150,6 +151,8 @@ def main() -> None:
                     }
                 )
                 print(json.dumps(rows[-1]), flush=True)
+    if not rows:
+        raise SystemExit("no cell computed yet for these data, recipes and budgets: nothing written")
     print_table(
         rows,
         [("data", "data", "<15"), ("recipe", "recipe", "<18"), ("device", "device", "<12"),
