@@ -2,7 +2,7 @@
 and text-conditioned (MiniLM prompt vectors), side by side on this machine.
 
 Each recipe trains for --seconds in every one of --rounds interleaved rounds (so that machine noise
-hits all of them alike) with today's defaults and bf16 autocast, as the shipped models were trained;
+hits all of them alike) with today's defaults but AdamW, and bf16 autocast, as the shipped models were trained;
 the table reports the median images/s over rounds (the steps after the first log record, so that
 start-up is not counted). Writes benchmarks/results/conditioning_cost.json.
 
@@ -52,7 +52,7 @@ def main() -> None:
             for name, options in recipes.items():
                 out = Path(tmp) / f"{name.replace(' ', '-')}-{k}"
                 tinydiff.train(data, out, progress=False, amp=True, batch_size=BATCH, minutes=args.seconds / 60,
-                               sample_grid=0, log_every=5, ckpt_every=10**6, **options)  # fmt: skip
+                               optimizer="adamw", sample_grid=0, log_every=5, ckpt_every=10**6, **options)  # fmt: skip
                 measured[name].append(images_per_s(out))
     base = statistics.median(measured["class labels"])
     rows = [

@@ -59,6 +59,7 @@ def train(name: str, args) -> Path:
         batch_size=args.batch_size,
         lr=args.lr,
         lr_schedule="cosine",
+        optimizer="adamw",  # the optimizer of its published rows
         conditional=args.conditional,
         amp=args.amp,
         ckpt_every=1000,

@@ -1,6 +1,8 @@
 """FID against training minutes: how good a model is after 5, 10, 20, 40 or 60 minutes of this
-machine, for tinydiff's default recipe (unconditional, and class-conditional as `make demo` trains but with
-AdamW) and for diffusers' UNet2DModel trained in the same loop.
+machine, for tinydiff's default recipe (unconditional, and class-conditional as `make demo` trains but
+unguided) and for diffusers' UNet2DModel trained in the same loop. Every recipe but muon trains with
+AdamW, the optimizer of `tinydiff train` when their cells were computed; muon is the autoguided recipe
+with today's default optimizer.
 
 Each (data, recipe, budget) is its own run of that many minutes (the learning-rate schedule follows
 the run's own budget), sampled like the shipped models (DPM-Solver++(2M), 20 steps, eta 3) and
@@ -46,8 +48,8 @@ from tables import lab_folder, over_draws, print_table, scoring_options, write_j
 from tinydiff.experiments.lab import Lab, Pending, accelerator
 
 RECIPES = {
-    "tinydiff": {"amp": True},  # today's defaults with bf16 autocast
-    "conditional": {"amp": True, "conditional": True},  # the same with class labels (make demo's, with AdamW)
+    "tinydiff": {"amp": True},  # the defaults (with AdamW: see ours()) and bf16 autocast
+    "conditional": {"amp": True, "conditional": True},  # the same with class labels
     "constant-lr": {"amp": True, "lr_schedule": "constant"},  # the same without the learning rate's decay
     "hflip": {"amp": True, "conditional": True, "hflip": True},  # conditional, with random horizontal flips
     "wide": {"amp": True, "conditional": True, "channels": 32},  # conditional, the U-Net twice as wide (tiny)
@@ -75,7 +77,8 @@ AUTOGUIDED = {**SAMPLING, "steps": 15, "guidance": 1.0, "guidance_interval": (0.
 def ours(labs: list[Lab], data: str, recipe: str, minutes: float, n: int, sigma_rel=None) -> tuple[dict, list[Path]]:
     """A tinydiff recipe trained for ``minutes`` and its samples, one file per draw; with ``sigma_rel``
     (a recipe that keeps EMA profiles), those of its post-hoc EMA of that length."""
-    m = labs[0].trained(f"ttq-{data}-{recipe}", data=data, minutes=minutes, **RECIPES[recipe])
+    options = {"optimizer": "adamw", **RECIPES[recipe]}  # AdamW unless the recipe says (their cells' optimizer)
+    m = labs[0].trained(f"ttq-{data}-{recipe}", data=data, minutes=minutes, **options)
     if sigma_rel is not None:
         m = labs[0].averaged(m, sigma_rel)
     classes = "data" if RECIPES[recipe].get("conditional") else None  # labels in the data's proportions

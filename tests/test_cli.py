@@ -272,6 +272,13 @@ def test_a_run_launches_from_a_config_file_and_prints_its_config(npz, tmp_path, 
     assert cli(f"train --config {ckpt_config} --out {tmp_path / 'b'} --print-config") == 0
     again = json.loads(capsys.readouterr().out)
     assert again["lr"] == 0.003 and again["out"] == str(tmp_path / "b")
+    # one written before an option existed gives it the value it trained with (checkpoint.LEGACY_VALUES)
+    old = json.loads(ckpt_config.read_text())
+    del old["train"]["optimizer"], old["train"]["clip_aware_loss"]
+    recipe.write_text(json.dumps(old))
+    assert cli(f"train --config {recipe} --print-config") == 0
+    again = json.loads(capsys.readouterr().out)
+    assert (again["optimizer"], again["clip_aware_loss"], again["lr"]) == ("adamw", False, 0.003)
     recipe.write_text(json.dumps({"lr": 0.001, "colour": "red"}))
     assert cli(f"train --config {recipe} --print-config") == 2
     assert "unknown options colour" in capsys.readouterr().err

@@ -155,8 +155,9 @@ def test_an_autoguided_teacher_steps_with_its_guide_only_inside_the_interval(tea
         tinydiff.distill(teacher / "teacher", 1, teacher / "x", consistency=True, guide=guide_run, progress=False)
 
 
-def test_a_student_run_does_not_inherit_its_teacher_s_guide(teacher, tmp_path):
-    """A teacher trained with --guide-at kept a weaker copy of itself; its students' runs keep none."""
+def test_a_student_run_inherits_neither_its_teacher_s_guide_nor_its_optimizer(teacher, tmp_path):
+    """A teacher trained with --guide-at kept a weaker copy of itself; its students' runs keep none. It
+    trained with Muon (the default); its students train with AdamW, as their recipe was measured."""
     options = dict(data=str(teacher / "digits.npz"), steps=8, batch_size=16, sample_grid=0, conditional=True)
     Trainer(TrainConfig(**options, channels=16, ckpt_every=8, guide_at=0.5, out=str(tmp_path / "t"))).run(
         progress=False
@@ -165,5 +166,7 @@ def test_a_student_run_does_not_inherit_its_teacher_s_guide(teacher, tmp_path):
     student = tinydiff.distill(
         tmp_path / "t", 1, tmp_path / "s", from_steps=2, minutes=None, train_steps=4, progress=False
     )
-    assert json.loads((student / "config.json").read_text())["train"]["guide_at"] is None
+    assert tinydiff.load(tmp_path / "t", device="cpu").config["train"]["optimizer"] == "muon"
+    recorded = json.loads((student / "config.json").read_text())["train"]
+    assert recorded["guide_at"] is None and recorded["optimizer"] == "adamw"
     assert not (student.parent / "guide").exists()

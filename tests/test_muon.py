@@ -93,6 +93,20 @@ def test_the_unet_gives_muon_its_hidden_weights_and_adamw_its_edges_embeddings_b
     assert not any(n.startswith(("stem.", "out.", "label.")) for n in muon_names)
 
 
+EDGES = {"mlp": ("body.0.weight", "body.6.weight"), "diffusers": ("unet.conv_in.weight", "unet.conv_out.weight")}
+
+
+@pytest.mark.parametrize("kind, edges", EDGES.items())
+def test_the_other_networks_keep_the_layers_that_read_and_write_the_image_with_adamw(kind, edges):
+    if kind == "diffusers":
+        pytest.importorskip("diffusers")
+    net = build_net(net_config(kind, None, num_classes=10))
+    muon, adamw = split_parameters(net)
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert set(edges) <= {names[id(p)] for p in adamw}
+    assert len(muon) >= 2 and all(p.ndim >= 2 for p in muon)  # the hidden layers
+
+
 def test_train_with_muon_learns_records_it_and_resumes_only_with_the_optimizer_it_trained_with(tmp_path, capsys):
     data = tmp_path / "digits.npz"
     np.savez(data, x=digit_like_images(48))
@@ -106,7 +120,7 @@ def test_train_with_muon_learns_records_it_and_resumes_only_with_the_optimizer_i
     assert "optimizer='muon' (now 'adamw')" in capsys.readouterr().err
     # a checkpoint written before the option existed was trained with AdamW
     old = [*args[:4], str(tmp_path / "old"), *args[5:]]
-    assert main([*old, "--steps", "10"]) == 0
+    assert main([*old, "--steps", "10", "--optimizer", "adamw"]) == 0
     config = next((tmp_path / "old").glob("ckpt-*")) / "config.json"
     saved = json.loads(config.read_text())
     del saved["train"]["optimizer"]
@@ -114,3 +128,22 @@ def test_train_with_muon_learns_records_it_and_resumes_only_with_the_optimizer_i
     assert main([*old, "--steps", "20", "--resume", "--optimizer", "muon"]) == 2
     assert "optimizer='adamw' (now 'muon')" in capsys.readouterr().err
     assert main([*old, "--steps", "20", "--resume"]) == 0
+
+
+def test_runs_trained_with_adamw_keep_their_cache_keys_now_that_muon_is_the_default():
+    """A committed cell of benchmarks/time_to_quality.py (a model trained when AdamW was the default) is
+    found again by its recipe with --optimizer adamw; the same recipe at the default (Muon) keys a run of
+    its own rather than reusing the AdamW model."""
+    from pathlib import Path
+
+    from tinydiff.config import TrainConfig, recipe_of
+    from tinydiff.experiments.lab import accelerator
+
+    cells = Path(__file__).parent.parent / "benchmarks" / "results" / "cells" / "models"
+    cell = json.loads((cells / "89f96930ede68624.json").read_text())["key"]
+    assert cell["run"].startswith("ttq-mnist-autoguided-")  # 5 minutes of the autoguided recipe
+    recipe = dict(data="mnist", minutes=5.0, steps=10**6, sample_grid=0, ckpt_every=250, amp=True)
+    recipe.update(conditional=True, guide_at=0.2)
+    key = {k: v for k, v in cell.items() if k != "run"}
+    assert recipe_of(TrainConfig(optimizer="adamw", **recipe)) | accelerator("cpu") == key
+    assert recipe_of(TrainConfig(**recipe))["optimizer"] == "muon"

@@ -276,9 +276,9 @@ def distill(
     ``adversarial`` W > 0 as well, the last ADVERSARIAL_SHARE of the budget is a second run in
     OUT/adversarial that continues the student with W times a GAN loss on its one-step images
     (training/adversarial.py) at a constant learning rate. The teacher's recorded training options
-    carry over; ``options`` override them (e.g. lr, batch_size). A cut run continues where it
-    stopped. Returns the last student's checkpoint, which records how it samples (``sample(student)``
-    needs no options)."""
+    carry over, but for the students' own (AdamW among them); ``options`` override them (e.g. lr,
+    batch_size). A cut run continues where it stopped. Returns the last student's checkpoint, which
+    records how it samples (``sample(student)`` needs no options)."""
     import dataclasses
 
     from .checkpoint import list_checkpoints
@@ -297,6 +297,7 @@ def distill(
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     base = {k: v for k, v in recorded.items() if k in fields}
     base.update(lr=2e-4, warmup=50, lr_schedule="linear", steps=train_steps or 10**8, minutes=minutes)
+    base.update(optimizer="adamw")  # the students' recipe as measured, whatever the teacher trained with
     base.update(sample_grid=0, ckpt_every=250, clip_aware_loss=False, guide_at=None)  # a student needs no guide
     unguided = dict(teacher_guidance=0.0, teacher_guide=None, teacher_guidance_interval=None)
     base.update(init=None, teacher=None, student_steps=None, consistency_steps=None, adversarial=0.0, **unguided)

@@ -215,7 +215,13 @@ class RunLock:
 
 # What a checkpoint written before a training field existed was trained with, for the fields whose default
 # has changed since (a field missing here trained as its default does).
-LEGACY_VALUES = {"clip_aware_loss": False, "self_condition": False, "snr_scale": 1.0, "snr_gamma": 5.0}
+LEGACY_VALUES = {
+    "clip_aware_loss": False,
+    "self_condition": False,
+    "snr_scale": 1.0,
+    "snr_gamma": 5.0,
+    "optimizer": "adamw",
+}
 
 # Bounds on the sizes config.json may give (far beyond any trained model; they keep every size a
 # valid int64; schedule.MAX_TIMESTEPS bounds T). A network's total size is bounded by its

@@ -106,15 +106,18 @@ def option(
     flag: str | None = None,
     choices: tuple[str, ...] | None = None,
     const=None,
-    keyed_at_default: bool = True,
+    unkeyed: tuple = (),
 ):
     """A TrainConfig field: its default, what it does, ``accepts(value)`` and what is allowed in
     words (for errors), its command-line flag if not ``--name-with-dashes``, the names it takes
     if it is a choice (shown by --help), and ``const``, its value when the flag is given bare.
-    ``keyed_at_default=False``: an option added after trained models were cached whose default
-    trains as before, so that the caches (experiments.lab) key a run by it only where it is set."""
+    ``unkeyed``: for an option added after trained models were cached, the value they trained with
+    (its default when it was added), as a 1-tuple: the caches (experiments.lab) key a run by the option
+    only at another value, so that those models keep their keys, and a later change of its default
+    keys the runs of the new default anew."""
     metadata = {"help": help, "accepts": accepts, "allowed": allowed, "flag": flag, "choices": choices, "const": const}
-    metadata["keyed_at_default"] = keyed_at_default
+    assert isinstance(unkeyed, tuple), "unkeyed: a tuple of the value (a string would match its substrings)"
+    metadata["unkeyed"] = unkeyed
     return field(default=default, metadata=metadata)
 
 
@@ -161,7 +164,7 @@ class TrainConfig:
         "U-Net residual blocks at each resolution level, e.g. 1,1,2 (default: the preset's)",
         _or_none(_positive_ints),
         "positive integers, one per resolution level (e.g. 1,1,2)",
-        keyed_at_default=False,
+        unkeyed=(None,),
     )
     steps: int | None = option(
         None,
@@ -179,14 +182,17 @@ class TrainConfig:
         **one_of(LR_SCHEDULES),
     )
     weight_decay: float = option(
-        0.0, "decoupled weight decay (AdamW's)", _real(lambda v: 0 <= v < math.inf), ">= 0 and finite"
+        0.0,
+        "decoupled weight decay (AdamW's, and Muon's likewise)",
+        _real(lambda v: 0 <= v < math.inf),
+        ">= 0 and finite",
     )
     optimizer: str = option(
-        "adamw",
-        "adamw, or muon: Muon on the hidden layers' weight matrices and AdamW on the rest, at the same --lr and "
-        "schedule (Jordan et al. 2024; training/muon.py)",
+        "muon",
+        "muon: Muon on the hidden layers' weight matrices and AdamW on the rest, at the same --lr and schedule "
+        "(Jordan et al. 2024; training/muon.py); adamw: AdamW on every parameter",
         **one_of(OPTIMIZERS),
-        keyed_at_default=False,
+        unkeyed=("adamw",),
     )
     schedule: str = option(
         "cosine", "noise schedule: cosine (Nichol & Dhariwal 2021) or linear (DDPM's betas)", **one_of(SCHEDULES)
@@ -246,7 +252,7 @@ class TrainConfig:
         "also keep two power-function averages of the weights (EDM2) and save them at every checkpoint, so that "
         "the EMA's length can be chosen after training (tinydiff export --sigma-rel)",
         **BOOL,
-        keyed_at_default=False,
+        unkeyed=(False,),
     )
     guide_at: float | None = option(
         None,
@@ -254,7 +260,7 @@ class TrainConfig:
         "a weaker model of the same data, to sample the final one with autoguidance (sample --guide OUT/guide)",
         _or_none(_real(lambda v: 0 < v < 1)),
         "a fraction in (0, 1)",
-        keyed_at_default=False,
+        unkeyed=(None,),
     )
     grad_clip: float = option(
         1.0,
@@ -307,14 +313,14 @@ class TrainConfig:
         "data, with weight --teacher-guidance, in place of classifier-free guidance",
         _or_none(_text),
         "a checkpoint",
-        keyed_at_default=False,
+        unkeyed=(None,),
     )
     teacher_guidance_interval: str | None = option(
         None,
         "with --teacher-guidance: guide the teacher only at noise levels sigma_t in (LO, HI], given as LO,HI",
         _or_none(_interval_text),
         "LO,HI with 0 <= LO < HI",
-        keyed_at_default=False,
+        unkeyed=(None,),
     )
     adversarial: float = option(
         0.0,
@@ -322,7 +328,7 @@ class TrainConfig:
         "discriminator on the frozen features of the data's classifier (one process)",
         _real(lambda v: v >= 0 and v != float("inf")),
         "a finite number >= 0",
-        keyed_at_default=False,
+        unkeyed=(0.0,),
     )
     seed: int = option(
         0,
@@ -427,12 +433,11 @@ def flag(f: dataclasses.Field) -> str:
 
 def recipe_of(config: TrainConfig) -> dict:
     """The options that decide what a run trains, as a dict: every field but --out, defaults
-    included (a changed default is another recipe), except options marked keyed_at_default=False
-    that are at their default."""
+    included (a changed default is another recipe), except an option at its ``unkeyed`` value."""
     return {
         f.name: getattr(config, f.name)
         for f in dataclasses.fields(config)
-        if f.name != "out" and (f.metadata["keyed_at_default"] or getattr(config, f.name) != f.default)
+        if f.name != "out" and getattr(config, f.name) not in f.metadata["unkeyed"]
     }
 
 

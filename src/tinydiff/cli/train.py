@@ -11,6 +11,7 @@ import os
 import typing
 from pathlib import Path
 
+from ..checkpoint import LEGACY_VALUES
 from ..config import TrainConfig, default_out, flag, validate
 from ..errors import TinydiffError
 from . import COUNT
@@ -96,7 +97,9 @@ def config_file(path: str) -> dict:
         raise TinydiffError(f"--config {path}: {err.strerror or err}") from None
     except json.JSONDecodeError as err:
         raise TinydiffError(f"--config {path} is not JSON ({err})") from None
-    options = options.get("train", options) if isinstance(options, dict) else options
+    if isinstance(options, dict) and isinstance(options.get("train"), dict):
+        # a checkpoint's config.json, a whole record: a field it was written without trained as LEGACY_VALUES say
+        options = {**LEGACY_VALUES, **options["train"]}
     if not isinstance(options, dict):
         raise TinydiffError(f"--config {path} must hold an object of training options")
     unknown = sorted(set(options) - {f.name for f in dataclasses.fields(TrainConfig)})

@@ -221,7 +221,7 @@ class Lab:
         options.setdefault("sample_grid", 0)
         options.setdefault("ckpt_every", 250)
         # keyed by every option the run will have, defaults included (a changed default trains
-        # anew), and by where it trains (minutes buy other steps there)
+        # anew; config.recipe_of), and by where it trains (minutes buy other steps there)
         recipe = recipe_of(TrainConfig(**options)) | accelerator(options.get("device", self.device))
         run = self.cache / "models" / f"{label}-{_slug(recipe)}"
         done = run / "done.json"

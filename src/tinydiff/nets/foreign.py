@@ -15,6 +15,8 @@ from ..errors import TinydiffError
 
 
 class DiffusersUNet(nn.Module):
+    edge_layers = ("unet.conv_in", "unet.conv_out")  # read the image, write the prediction: AdamW's under Muon
+
     def __init__(
         self,
         image_shape=(1, 28, 28),

@@ -1,4 +1,4 @@
-"""Muon for the hidden layers, AdamW for the rest (``tinydiff train --optimizer muon``).
+"""Muon for the hidden layers, AdamW for the rest (``tinydiff train``'s default optimizer).
 
 Muon (Jordan et al. 2024, "Muon: An optimizer for hidden layers in neural networks") is SGD with Nesterov
 momentum whose update of each weight matrix W (a convolution's kernel flattened to out x in * k * k) is

@@ -1,4 +1,4 @@
-"""The training loop: AdamW with warm-up, EMA, clipping, accumulation, autocast, checkpoints,
+"""The training loop: Muon and AdamW (or AdamW alone) with warm-up, EMA, clipping, accumulation, autocast, checkpoints,
 exact resume, per-timestep loss tracking.
 
 Reproducibility: the network is initialised from ``seed``; the order of the data is a fixed
