@@ -276,9 +276,9 @@ def distill(
     ``adversarial`` W > 0 as well, the last ADVERSARIAL_SHARE of the budget is a second run in
     OUT/adversarial that continues the student with W times a GAN loss on its one-step images
     (training/adversarial.py) at a constant learning rate. The teacher's recorded training options
-    carry over, but for the students' own (AdamW among them); ``options`` override them (e.g. lr,
-    batch_size). A cut run continues where it stopped. Returns the last student's checkpoint, which
-    records how it samples (``sample(student)`` needs no options)."""
+    carry over, except the students' own recipe (learning rate and its schedule, AdamW, no guide);
+    ``options`` override both (e.g. lr, batch_size). A cut run continues where it stopped. Returns
+    the last student's checkpoint, which records how it samples (``sample(student)`` needs no options)."""
     import dataclasses
 
     from .checkpoint import list_checkpoints
