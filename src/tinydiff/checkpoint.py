@@ -223,6 +223,12 @@ LEGACY_VALUES = {
     "optimizer": "adamw",
 }
 
+
+def with_legacy_values(train: dict) -> dict:
+    """A recorded "train" section (config.json's) with LEGACY_VALUES for the fields it was written without."""
+    return {**LEGACY_VALUES, **train}
+
+
 # Bounds on the sizes config.json may give (far beyond any trained model; they keep every size a
 # valid int64; schedule.MAX_TIMESTEPS bounds T). A network's total size is bounded by its
 # weights file instead: build_checked.
@@ -404,7 +410,7 @@ def read_config(ckpt: Path, needed=FILES) -> dict:
     except OSError as err:
         raise TinydiffError(f"cannot read {file} ({err})") from None
     config = check_config(file, config)
-    config["train"] = {**LEGACY_VALUES, **config.get("train", {})}
+    config["train"] = with_legacy_values(config.get("train", {}))
     return config
 
 

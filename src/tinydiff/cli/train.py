@@ -11,7 +11,7 @@ import os
 import typing
 from pathlib import Path
 
-from ..checkpoint import LEGACY_VALUES
+from ..checkpoint import with_legacy_values
 from ..config import TrainConfig, default_out, flag, validate
 from ..errors import TinydiffError
 from . import COUNT
@@ -98,8 +98,7 @@ def config_file(path: str) -> dict:
     except json.JSONDecodeError as err:
         raise TinydiffError(f"--config {path} is not JSON ({err})") from None
     if isinstance(options, dict) and isinstance(options.get("train"), dict):
-        # a checkpoint's config.json, a whole record: a field it was written without trained as LEGACY_VALUES say
-        options = {**LEGACY_VALUES, **options["train"]}
+        options = with_legacy_values(options["train"])  # a checkpoint's config.json: a whole record
     if not isinstance(options, dict):
         raise TinydiffError(f"--config {path} must hold an object of training options")
     unknown = sorted(set(options) - {f.name for f in dataclasses.fields(TrainConfig)})
