@@ -1,8 +1,8 @@
 """FID against training minutes: how good a model is after 5, 10, 20, 40 or 60 minutes of this
-machine, for tinydiff's default recipe (unconditional, and class-conditional as `make demo` trains but
-unguided) and for diffusers' UNet2DModel trained in the same loop. Every recipe but muon trains with
-AdamW, the optimizer of `tinydiff train` when their cells were computed; muon is the autoguided recipe
-with today's default optimizer.
+machine, for tinydiff's recipes and for diffusers' UNet2DModel trained in the same loop. By default:
+muon, `make demo`'s recipe (class-conditional, autoguided by its own model at a fifth of the run, Muon:
+today's defaults); conditional, the same with AdamW and unguided; diffusers. Every recipe but muon
+trains with AdamW, the optimizer of `tinydiff train` when their cells were computed.
 
 Each (data, recipe, budget) is its own run of that many minutes (the learning-rate schedule follows
 the run's own budget), sampled like the shipped models (DPM-Solver++(2M), 20 steps, eta 3) and
@@ -13,20 +13,20 @@ computed twice, on this machine or another. Prints a table, writes
 benchmarks/results/time_to_quality.json and draws docs/time-to-quality.png.
 
     .venv/bin/python benchmarks/time_to_quality.py [--data mnist fashion-mnist] [--minutes 5 10 20 40 60]
-        [--recipes tinydiff conditional diffusers] [--sigma-rel S ...] [--n 2048] [--draws 3] [--device cpu]
+        [--recipes muon conditional diffusers] [--sigma-rel S ...] [--n 2048] [--draws 3] [--device cpu]
         [--quick] [--cached-only]
 
-The conditional recipe is sampled with labels in the data's proportions. Not run by default:
---recipes constant-lr, the default recipe with a constant learning rate (a lever); hflip, the
-conditional recipe with random horizontal flips (a lever for Fashion-MNIST, not for digits); wide, the
-conditional recipe with a U-Net of twice the width (32 channels, 4x the parameters: a lever where the data
-has more detail than digits); wider, the same at three times the width (48 channels); posthoc-ema,
-the conditional recipe keeping EMA profiles (--posthoc-ema: the same training), scored with its EMA and,
-for each --sigma-rel S, with the average made after training over S of its steps (a lever); lucidrains,
-lucidrains' denoising-diffusion-pytorch as a replication of DDPM set it up (lucidrains.py; installed
-beside the project, not a dependency); autoguided, the conditional recipe keeping its EMA weights at a
-fifth of the run (--guide-at 0.2) and sampled guided by them (autoguidance: 15 steps, the last 5 guided
-with w = 1, 20 network evaluations in all); muon, the autoguided recipe trained with `--optimizer muon`.
+The conditional recipes are sampled with labels in the data's proportions; the autoguided ones with 15
+steps, the last 5 guided with w = 1 (20 network evaluations in all), as `make demo` samples. Not run by
+default: --recipes tinydiff, the defaults with AdamW and no labels; constant-lr, the same with a
+constant learning rate (a lever); hflip, the conditional recipe with random horizontal flips (a lever
+for Fashion-MNIST, not for digits); wide, the conditional recipe with a U-Net of twice the width (32
+channels, 4x the parameters: a lever where the data has more detail than digits); wider, the same at
+three times the width (48 channels); posthoc-ema, the conditional recipe keeping EMA profiles
+(--posthoc-ema: the same training), scored with its EMA and, for each --sigma-rel S, with the average
+made after training over S of its steps (a lever); lucidrains, lucidrains' denoising-diffusion-pytorch
+as a replication of DDPM set it up (lucidrains.py; installed beside the project, not a dependency);
+autoguided, muon with AdamW.
 
 --device cuda: train, sample and score on the GPU; its runs are kept apart from the CPU's (a minute
 buys other steps there) and its rows name it.
@@ -69,6 +69,20 @@ RECIPES = {
     "muon": {"amp": True, "conditional": True, "guide_at": 0.2, "optimizer": "muon"},  # autoguided, trained with Muon
     "lucidrains": {},  # not tinydiff's trainer: see peer()
 }
+# the curve's legend: what each recipe is, for a reader who has not read RECIPES
+LABELS = {
+    "tinydiff": "unconditional, AdamW",
+    "conditional": "class-conditional, AdamW",
+    "constant-lr": "constant learning rate, AdamW",
+    "hflip": "class-conditional, flips, AdamW",
+    "wide": "class-conditional, 2x width, AdamW",
+    "wider": "class-conditional, 3x width, AdamW",
+    "posthoc-ema": "post-hoc EMA, AdamW",
+    "diffusers": "diffusers' UNet2DModel",
+    "autoguided": "autoguided, AdamW",
+    "muon": "autoguided, Muon: the default",
+    "lucidrains": "lucidrains' DDPM",
+}
 SAMPLING = {"sampler": "dpm++2m", "steps": 20, "eta": 3.0}
 # a recipe with a guide: 15 steps, the last 5 (sigma_t <= 0.6) guided with w = 1: 20 evaluations, as make demo samples
 AUTOGUIDED = {**SAMPLING, "steps": 15, "guidance": 1.0, "guidance_interval": (0.0, 0.6)}
@@ -102,12 +116,20 @@ def peer(labs: list[Lab], data: str, recipe: str, minutes: float, n: int) -> tup
     return trained, [lab.external(path, n, lambda s=lab.seed, p=path: draw(s, p)) for lab, path in zip(labs, paths)]
 
 
+def images_per_s(trained: dict) -> float | None:
+    """Images per second over the whole run, as the clock saw them (a training log line's rate is that of
+    its last 25 steps); the peer's record is already such a mean."""
+    if trained.get("elapsed_s") and trained.get("batch_size"):
+        return trained["steps"] * trained["batch_size"] / trained["elapsed_s"]
+    return trained.get("images_per_s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", default=["mnist", "fashion-mnist"])
     # floats, as --minutes parses them: a budget of 5 and one of 5.0 would key different runs
     parser.add_argument("--minutes", nargs="+", type=float, default=[5.0, 10.0, 20.0, 40.0, 60.0])
-    parser.add_argument("--recipes", nargs="+", default=["tinydiff", "conditional", "diffusers"], choices=list(RECIPES))
+    parser.add_argument("--recipes", nargs="+", default=["muon", "conditional", "diffusers"], choices=list(RECIPES))
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     parser.add_argument("--cached-only", action="store_true", help="table and curve of the cells computed so far")
     parser.add_argument(
@@ -147,7 +169,7 @@ def main() -> None:
                         "device": device,
                         "minutes": minutes,
                         "steps": trained.get("steps"),
-                        "images_per_s": trained.get("images_per_s"),
+                        "images_per_s": images_per_s(trained),
                         **over_draws(scores),
                         "n": args.n,
                         "draws": args.draws,
@@ -174,18 +196,27 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
-    for data in dict.fromkeys(r["data"] for r in rows):
+    fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
+    recipes = dict.fromkeys(r["recipe"] for r in rows)  # a colour per recipe, a marker per data
+    colours = dict(zip(recipes, itertools.cycle(plt.get_cmap("tab10").colors)))
+    for data, marker in zip(dict.fromkeys(r["data"] for r in rows), itertools.cycle("osD^v")):
         for recipe, device in dict.fromkeys((r["recipe"], r.get("device", "cpu")) for r in rows):
             line = [r for r in rows if (r["data"], r["recipe"], r.get("device", "cpu")) == (data, recipe, device)]
             if line:
+                default = recipe == "muon"  # the recipe `tinydiff train` and make demo use: drawn bold
+                base, _, sigma_rel = recipe.partition(" ")  # "posthoc-ema 0.05": a post-hoc EMA's length
+                label = LABELS.get(base, base) + (f", sigma_rel {sigma_rel}" if sigma_rel else "")
                 ax.errorbar(
                     [r["minutes"] for r in line],
                     [r["fid"] for r in line],
                     yerr=[r["fid_spread"] or 0 for r in line],
-                    marker="o",
+                    marker=marker,
                     capsize=3,
-                    label=f"{data}, {recipe}" + ("" if device == "cpu" else f", {device}"),
+                    color=colours[recipe],
+                    linewidth=2.5 if default else 1.2,
+                    linestyle="-" if device == "cpu" else ":",
+                    zorder=3 if default else 2,
+                    label=f"{data}, {label}" + ("" if device == "cpu" else f", {device}"),
                 )
         floor = next(r["fid_floor"] for r in rows if r["data"] == data)
         ax.axhline(floor, linestyle="--", linewidth=0.8, color="gray")
