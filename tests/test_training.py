@@ -379,10 +379,14 @@ def test_python_api_train_load_sample(npz, tmp_path):
 
 
 def test_a_wall_clock_budget_stops_the_run_and_ends_the_decaying_schedules(npz, tmp_path):
-    config = _config(npz, tmp_path / "run", steps=10_000, minutes=0.02, lr_schedule="cosine", ckpt_every=10_000)
+    config = _config(
+        npz, tmp_path / "run", steps=10_000, minutes=0.02, lr_schedule="cosine", ckpt_every=10_000, log_every=10_000
+    )
     ckpt = Trainer(config).run(progress=False)
     steps = int(ckpt.name.split("-")[1])
     assert 0 < steps < 10_000  # stopped by the budget, with a checkpoint at that step
+    (record,) = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert record["step"] == steps and record["elapsed_s"] >= 1.2  # and a log line there, none being due
     # the cosine schedule follows the larger of the step and time fractions
     assert trainer.learning_rate(config, 10, elapsed_s=0.6) == pytest.approx(config.lr * 0.5)
     assert trainer.learning_rate(config, 5_000, elapsed_s=0.0) == pytest.approx(config.lr * 0.5)

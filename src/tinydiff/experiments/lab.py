@@ -235,7 +235,7 @@ class Lab:
                 train(options["data"], str(run), resume=(run / "latest").exists(), progress=False, **settings)
                 steps = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
                 last = next((r for r in reversed(steps) if "step" in r), {})
-                summary = {"steps": last.get("step"), "images_per_s": last.get("images_per_s")}
+                summary = {"steps": last.get("step")}
                 summary["elapsed_s"] = last.get("elapsed_s")  # every call's, a resumed run's earlier ones too
                 summary["minutes_this_call"] = round((time.perf_counter() - started) / 60, 2)
                 atomic_write(done, lambda f: f.write(json.dumps(summary).encode()))
@@ -250,6 +250,8 @@ class Lab:
             return load(run, device=self.device)
 
         summary = self.cell("models", {"run": run.name, **recipe}, fit, spent=lambda v: v.get("elapsed_s") or 0.0)
+        if summary.get("elapsed_s") and summary.get("steps"):  # the run's mean (a log line's rate: its last 25 steps)
+            summary = {**summary, "images_per_s": summary["steps"] * summary["batch_size"] / summary["elapsed_s"]}
         return Model(run.name, None, options["data"], summary, make=make)
 
     def averaged(self, m: Model, sigma_rel: float) -> Model:

@@ -595,23 +595,27 @@ class Trainer:
         with self._open_log() if main else contextlib.nullcontext() as log:
             self._sync_clock()
             while self.step < config.steps and not self.budget_spent():
-                started = time.perf_counter()
+                started, clock = time.perf_counter(), self.elapsed_s  # clock: what set this step's learning rate
                 loss, losses, t = self.train_step()
                 bucket = (t * LOSS_BUCKETS // self.schedule.num_timesteps).long()
                 bucket_sum.index_add_(0, bucket, losses)
                 bucket_count.index_add_(0, bucket, torch.ones_like(losses))
                 window_loss += loss
                 window_images += config.batch_size
-                last = self.step == config.steps
+                self.elapsed_s += time.perf_counter() - started
+                self._sync_clock()
+                stop = self.dist.largest(self._stop_signal, self.device)  # any rank's signal stops every rank
+                # the run's last step (its step count, its budget or a signal): logged and saved, whatever its number
+                last = self.step == config.steps or self.budget_spent() or bool(stop)
                 if main and (self.step % config.log_every == 0 or last):
                     elapsed = time.perf_counter() - window_start
                     steps_in_window = window_images // config.batch_size
                     record = {
                         "step": self.step,
                         "loss": window_loss / steps_in_window,
-                        "lr": learning_rate(config, self.step - 1, self.elapsed_s),
+                        "lr": learning_rate(config, self.step - 1, clock),
                         "images_per_s": window_images / elapsed,
-                        "elapsed_s": round(self.elapsed_s + time.perf_counter() - started, 1),
+                        "elapsed_s": round(self.elapsed_s, 1),
                         "processes": self.dist.world_size,
                         "loss_t": (bucket_sum / bucket_count.clamp(min=1)).tolist(),
                     }
@@ -624,12 +628,9 @@ class Trainer:
                     bucket_sum.zero_()
                     bucket_count.zero_()
                     window_loss, window_images, window_start = 0.0, 0, time.perf_counter()
-                self.elapsed_s += time.perf_counter() - started
                 bar.update(min(round(self.elapsed_s), bar.total) - bar.n if timed else 1)
-                self._sync_clock()
-                stop = self.dist.largest(self._stop_signal, self.device)  # any rank's signal stops every rank
                 guide = main and self.guide_due()
-                if main and (self.step % config.ckpt_every == 0 or last or self.budget_spent() or stop or guide):
+                if main and (self.step % config.ckpt_every == 0 or last or guide):
                     ckpt = self.save()
                 if guide:
                     self.save_guide(ckpt)
