@@ -67,6 +67,7 @@ RECIPES = {
     # conditional, keeping its EMA weights at a fifth of the run as the guide for autoguided samples
     "autoguided": {"amp": True, "conditional": True, "guide_at": 0.2},
     "muon": {"amp": True, "conditional": True, "guide_at": 0.2, "optimizer": "muon"},  # autoguided, trained with Muon
+    "wide-muon": {"amp": True, "conditional": True, "guide_at": 0.2, "optimizer": "muon", "channels": 32},  # and wide
     "lucidrains": {},  # not tinydiff's trainer: see peer()
 }
 # the curve's legend: what each recipe is, for a reader who has not read RECIPES
@@ -81,8 +82,10 @@ LABELS = {
     "diffusers": "diffusers' UNet2DModel",
     "autoguided": "autoguided, AdamW",
     "muon": "autoguided, Muon: the default",
+    "wide-muon": "autoguided, Muon, 2x width",
     "lucidrains": "lucidrains' DDPM",
 }
+DEFAULT = "muon"  # the recipe `tinydiff train` and make demo use
 SAMPLING = {"sampler": "dpm++2m", "steps": 20, "eta": 3.0}
 # a recipe with a guide: 15 steps, the last 5 (sigma_t <= 0.6) guided with w = 1: 20 evaluations, as make demo samples
 AUTOGUIDED = {**SAMPLING, "steps": 15, "guidance": 1.0, "guidance_interval": (0.0, 0.6)}
@@ -114,14 +117,6 @@ def peer(labs: list[Lab], data: str, recipe: str, minutes: float, n: int) -> tup
 
     paths = [cache / "samples" / f"{run.name}-n{n}-draw{lab.seed}.npz" for lab in labs]
     return trained, [lab.external(path, n, lambda s=lab.seed, p=path: draw(s, p)) for lab, path in zip(labs, paths)]
-
-
-def images_per_s(trained: dict) -> float | None:
-    """Images per second over the whole run, as the clock saw them (a training log line's rate is that of
-    its last 25 steps); the peer's record is already such a mean."""
-    if trained.get("elapsed_s") and trained.get("batch_size"):
-        return trained["steps"] * trained["batch_size"] / trained["elapsed_s"]
-    return trained.get("images_per_s")
 
 
 def main() -> None:
@@ -169,7 +164,7 @@ def main() -> None:
                         "device": device,
                         "minutes": minutes,
                         "steps": trained.get("steps"),
-                        "images_per_s": images_per_s(trained),
+                        "images_per_s": trained.get("images_per_s"),  # the run's mean
                         **over_draws(scores),
                         "n": args.n,
                         "draws": args.draws,
@@ -198,12 +193,13 @@ def plot(rows: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
     recipes = dict.fromkeys(r["recipe"] for r in rows)  # a colour per recipe, a marker per data
-    colours = dict(zip(recipes, itertools.cycle(plt.get_cmap("tab10").colors)))
+    others = [r for r in recipes if r != DEFAULT]
+    colours = {**dict(zip(others, itertools.cycle(plt.get_cmap("tab10").colors))), DEFAULT: "black"}
     for data, marker in zip(dict.fromkeys(r["data"] for r in rows), itertools.cycle("osD^v")):
         for recipe, device in dict.fromkeys((r["recipe"], r.get("device", "cpu")) for r in rows):
             line = [r for r in rows if (r["data"], r["recipe"], r.get("device", "cpu")) == (data, recipe, device)]
             if line:
-                default = recipe == "muon"  # the recipe `tinydiff train` and make demo use: drawn bold
+                default = recipe == DEFAULT  # drawn bold
                 base, _, sigma_rel = recipe.partition(" ")  # "posthoc-ema 0.05": a post-hoc EMA's length
                 label = LABELS.get(base, base) + (f", sigma_rel {sigma_rel}" if sigma_rel else "")
                 ax.errorbar(
