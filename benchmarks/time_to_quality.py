@@ -2,7 +2,7 @@
 machine, for tinydiff's recipes and for diffusers' UNet2DModel trained in the same loop. By default:
 muon, `make demo`'s recipe (class-conditional, autoguided by its own model at a fifth of the run, Muon:
 today's defaults); conditional, the same with AdamW and unguided; diffusers. Every recipe but muon
-trains with AdamW, the optimizer of `tinydiff train` when their cells were computed.
+and wide-muon trains with AdamW, the optimizer of `tinydiff train` when their cells were computed.
 
 Each (data, recipe, budget) is its own run of that many minutes (the learning-rate schedule follows
 the run's own budget), sampled like the shipped models (DPM-Solver++(2M), 20 steps, eta 3) and
@@ -26,7 +26,7 @@ three times the width (48 channels); posthoc-ema, the conditional recipe keeping
 (--posthoc-ema: the same training), scored with its EMA and, for each --sigma-rel S, with the average
 made after training over S of its steps (a lever); lucidrains, lucidrains' denoising-diffusion-pytorch
 as a replication of DDPM set it up (lucidrains.py; installed beside the project, not a dependency);
-autoguided, muon with AdamW.
+autoguided, muon with AdamW; wide-muon, muon with the U-Net twice as wide (32 channels).
 
 --device cuda: train, sample and score on the GPU; its runs are kept apart from the CPU's (a minute
 buys other steps there) and its rows name it.

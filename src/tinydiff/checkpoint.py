@@ -498,7 +498,7 @@ def export_model(
     if (ckpt / "trainer_state.pt").is_file():  # what training took, for the model's readers
         state = load_trainer_state(ckpt)
         train = config.get("train", {})
-        images = state["step"] * train.get("batch_size", 0) * train.get("accumulate", 1)
+        images = state["step"] * train.get("batch_size", 0)  # the whole batch, however many micro-batches make it
         seconds = float(state.get("elapsed_s", 0.0))
         config["trained"] = {"steps": state["step"], "minutes": round(seconds / 60, 2)}
         if seconds > 0 and images:

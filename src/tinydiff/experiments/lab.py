@@ -250,8 +250,8 @@ class Lab:
             return load(run, device=self.device)
 
         summary = self.cell("models", {"run": run.name, **recipe}, fit, spent=lambda v: v.get("elapsed_s") or 0.0)
-        if summary.get("elapsed_s") and summary.get("steps"):  # the run's mean (a log line's rate: its last 25 steps)
-            summary = {**summary, "images_per_s": summary["steps"] * summary["batch_size"] / summary["elapsed_s"]}
+        if summary.get("elapsed_s") and summary.get("steps"):  # the run's mean (a log line's: its last window's)
+            summary = {**summary, "images_per_s": summary["steps"] * recipe["batch_size"] / summary["elapsed_s"]}
         return Model(run.name, None, options["data"], summary, make=make)
 
     def averaged(self, m: Model, sigma_rel: float) -> Model:
