@@ -194,7 +194,8 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
     recipes = dict.fromkeys(r["recipe"] for r in rows)  # a colour per recipe, a marker per data
     others = [r for r in recipes if r != DEFAULT]
-    colours = {**dict(zip(others, itertools.cycle(plt.get_cmap("tab10").colors))), DEFAULT: "black"}
+    palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7] + ["navy"]  # not tab10 grey: the floors
+    colours = {**dict(zip(others, itertools.cycle(palette))), DEFAULT: "black"}
     for data, marker in zip(dict.fromkeys(r["data"] for r in rows), itertools.cycle("osD^v")):
         for recipe, device in dict.fromkeys((r["recipe"], r.get("device", "cpu")) for r in rows):
             line = [r for r in rows if (r["data"], r["recipe"], r.get("device", "cpu")) == (data, recipe, device)]

@@ -317,6 +317,20 @@ def test_a_stop_signal_checkpoints_the_step_reached_and_resume_is_bit_exact(npz,
     _assert_same_weights(out, tmp_path / "straight")
 
 
+def test_a_stopped_run_logs_the_step_it_stopped_at_though_no_log_line_was_due(npz, tmp_path):
+    out = tmp_path / "run"
+    proc = _start(npz, out, "--steps", "100000", "--ckpt-every", "2", "--log-every", "100000")
+    try:
+        _wait_for(lambda: bool(list_checkpoints(out)), proc)
+        proc.send_signal(signal.SIGTERM)
+        stderr = proc.communicate(timeout=120)[1].decode()
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, stderr
+    last = max(_step(ckpt) for ckpt in list_checkpoints(out))
+    assert last >= 2 and _logged_steps(out) == [last]  # the one line: the step the signal stopped
+
+
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built")
 def test_sigterm_under_torchrun_stops_both_ranks_after_the_same_step_with_a_checkpoint(npz, tmp_path):
     out = tmp_path / "run"
