@@ -72,6 +72,16 @@ def _wait_for(condition, proc: subprocess.Popen, timeout_s: float = 180) -> None
         time.sleep(0.05)
 
 
+def _stop_when(condition, proc: subprocess.Popen, signum: int = signal.SIGTERM) -> str:
+    """Send ``signum`` once ``condition()`` holds and wait for the training to end; its stderr."""
+    try:
+        _wait_for(condition, proc)
+        proc.send_signal(signum)
+        return proc.communicate(timeout=120)[1].decode()
+    finally:
+        proc.kill()
+
+
 def _logged_steps(out: Path) -> list[int]:
     """Steps of the complete records of log.jsonl."""
     log = Path(out) / "log.jsonl"
@@ -299,12 +309,7 @@ def test_non_finite_weights_are_refused_for_sampling_and_resume(npz, tmp_path, c
 def test_a_stop_signal_checkpoints_the_step_reached_and_resume_is_bit_exact(npz, tmp_path, signum, code):
     out = tmp_path / "run"
     proc = _start(npz, out, "--steps", "100000", "--ckpt-every", "1000", "--log-every", "1")
-    try:
-        _wait_for(lambda: len(_logged_steps(out)) >= 3, proc)
-        proc.send_signal(signum)
-        stderr = proc.communicate(timeout=120)[1].decode()
-    finally:
-        proc.kill()
+    stderr = _stop_when(lambda: len(_logged_steps(out)) >= 3, proc, signum)
     assert proc.returncode == code, stderr
     (ckpt,) = list_checkpoints(out)  # none was due before step 1000: written because of the signal
     step = _step(ckpt)
@@ -320,12 +325,7 @@ def test_a_stop_signal_checkpoints_the_step_reached_and_resume_is_bit_exact(npz,
 def test_a_stopped_run_logs_the_step_it_stopped_at_though_no_log_line_was_due(npz, tmp_path):
     out = tmp_path / "run"
     proc = _start(npz, out, "--steps", "100000", "--ckpt-every", "2", "--log-every", "100000")
-    try:
-        _wait_for(lambda: bool(list_checkpoints(out)), proc)
-        proc.send_signal(signal.SIGTERM)
-        stderr = proc.communicate(timeout=120)[1].decode()
-    finally:
-        proc.kill()
+    stderr = _stop_when(lambda: bool(list_checkpoints(out)), proc)
     assert proc.returncode == 143, stderr
     last = max(_step(ckpt) for ckpt in list_checkpoints(out))
     assert last >= 2 and _logged_steps(out) == [last]  # the one line: the step the signal stopped
@@ -335,12 +335,8 @@ def test_a_stopped_run_logs_the_step_it_stopped_at_though_no_log_line_was_due(np
 def test_sigterm_under_torchrun_stops_both_ranks_after_the_same_step_with_a_checkpoint(npz, tmp_path):
     out = tmp_path / "run"
     proc = _start(npz, out, "--nproc", "2", "--steps", "100000", "--ckpt-every", "1000", "--log-every", "1")
-    try:
-        _wait_for(lambda: len(_logged_steps(out)) >= 2, proc)
-        proc.send_signal(signal.SIGTERM)  # the launcher passes it to torchrun, which passes it to both ranks
-        stderr = proc.communicate(timeout=120)[1].decode()
-    finally:
-        proc.kill()
+    # SIGTERM: the launcher passes it to torchrun, which passes it to both ranks
+    stderr = _stop_when(lambda: len(_logged_steps(out)) >= 2, proc)
     assert proc.returncode != 0, stderr
     (ckpt,) = list_checkpoints(out)
     step = _step(ckpt)
