@@ -10,7 +10,8 @@ scored against the training set at n = 2,048 over three draws of samples, the re
 beside. Every result is a cell in benchmarks/results/cells (as `tinydiff reproduce` keeps them), the
 runs and samples behind them under runs/reproduce: a cut run continues, a finished cell is never
 computed twice, on this machine or another. Prints a table, writes
-benchmarks/results/time_to_quality.json and draws docs/time-to-quality.png.
+benchmarks/results/time_to_quality.json (its machine: the one that wrote it; each row's cpu: the
+one that trained the row's run, null in cells older than that record) and draws docs/time-to-quality.png.
 
     .venv/bin/python benchmarks/time_to_quality.py [--data mnist fashion-mnist] [--minutes 5 10 20 40 60]
         [--recipes muon conditional diffusers] [--sigma-rel S ...] [--n 2048] [--draws 3] [--device cpu]
@@ -165,6 +166,7 @@ def main() -> None:
                         "minutes": minutes,
                         "steps": trained.get("steps"),
                         "images_per_s": trained.get("images_per_s"),  # the run's mean
+                        "cpu": trained.get("cpu"),  # the CPU it trained on (None: a cell older than the field)
                         **over_draws(scores),
                         "n": args.n,
                         "draws": args.draws,

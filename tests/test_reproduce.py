@@ -148,6 +148,7 @@ def test_the_cells_carry_a_run_to_a_machine_without_its_cache(stand_ins, monkeyp
     m = first.trained("m", **recipe)
     assert m.train["steps"] == 2 and m.train["elapsed_s"] > 0
     assert m.train["images_per_s"] == pytest.approx(2 * 8 / m.train["elapsed_s"])  # the run's mean, not its last step's
+    assert m.train["cpu"] == first.machine()["cpu"]  # whose minutes they are: the benchmark's rows name it
     path = first.samples(m, 8, sampler="ddim", steps=2)
     score, images = first.score(path, m.data, ("fid",)), first.load(path)["x"]
     calls = []

@@ -238,6 +238,7 @@ class Lab:
                 summary = {"steps": last.get("step")}
                 summary["elapsed_s"] = last.get("elapsed_s")  # every call's, a resumed run's earlier ones too
                 summary["minutes_this_call"] = round((time.perf_counter() - started) / 60, 2)
+                summary["cpu"] = _cpu()  # the machine whose minutes these are (its last call's, if resumed)
                 atomic_write(done, lambda f: f.write(json.dumps(summary).encode()))
             parameters = sum(p.numel() for p in load(run, device="cpu").net.parameters())
             return {**json.loads(done.read_text()), "parameters": parameters, "batch_size": recipe["batch_size"]}
